@@ -1,0 +1,5 @@
+import sys
+
+from vitlocal.cli import main
+
+sys.exit(main())
