@@ -1,0 +1,131 @@
+"""Parameters, multiply-accumulates and throughput of a model.
+
+MACs are counted with ``torch.utils.flop_counter.FlopCounterMode`` (which reports 2 FLOPs per
+multiply-accumulate for matmuls and convolutions) while ``F.scaled_dot_product_attention`` runs on
+its math backend: the fused kernels are invisible to the counter, so without this the attention
+matmuls ``Q K^T`` and ``A V`` would be missing. Element-wise operations, softmax and normalisation
+are not counted, as in the papers.
+
+Throughput is images per second for inference (forward) and training (forward + backward), after
+warm-up, synchronised on CUDA.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+
+import torch
+from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+__all__ = ["count_params", "count_macs", "throughput", "zoo_rows", "format_zoo_table"]
+
+
+def count_params(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters (frozen ones too, unless ``trainable_only``)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+@torch.no_grad()
+def count_macs(model: nn.Module, img_size: int | tuple[int, int] = 224, in_chans: int = 3) -> int:
+    """Multiply-accumulates of one forward pass on one ``(1, in_chans, H, W)`` image (attention included)."""
+    h, w = (img_size, img_size) if isinstance(img_size, int) else img_size
+    param = next(model.parameters())
+    x = torch.zeros(1, in_chans, h, w, dtype=param.dtype, device=param.device)
+    was_training = model.training
+    model.eval()
+    counter = FlopCounterMode(display=False)
+    try:
+        with sdpa_kernel(SDPBackend.MATH), counter:
+            model(x)
+    finally:
+        model.train(was_training)
+    return counter.get_total_flops() // 2
+
+
+def throughput(
+    model: nn.Module,
+    img_size: int = 224,
+    batch_size: int = 64,
+    steps: int = 10,
+    warmup: int = 3,
+    backward: bool = False,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> float:
+    """Images per second for ``steps`` batches after ``warmup`` (``backward=True``: forward + backward).
+
+    ``dtype=torch.bfloat16`` runs under autocast (on CUDA by default, as the training engine does).
+    """
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = model.to(device).train(backward)
+    x = torch.randn(batch_size, 3, img_size, img_size, device=device)
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+    def step() -> None:
+        with autocast, torch.set_grad_enabled(backward):
+            out = model(x)
+        if backward:
+            out.float().sum().backward()
+            model.zero_grad(set_to_none=True)
+
+    for _ in range(warmup):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return batch_size * steps / (time.perf_counter() - start)
+
+
+def zoo_rows(names: list[str]) -> list[dict]:
+    """One row per model at its paper resolution: measured params / GMACs beside the published figures."""
+    from vitlocal.models.papers import PUBLISHED
+    from vitlocal.models.registry import create_model
+
+    rows = []
+    for name in names:
+        paper = PUBLISHED.get(name)
+        img_size = paper.img_size if paper else 224
+        model = create_model(name, img_size=img_size)
+        params_m = count_params(model) / 1e6
+        gmacs = count_macs(model, img_size) / 1e9
+        rows.append(
+            {
+                "model": name,
+                "img_size": img_size,
+                "params_m": params_m,
+                "gmacs": gmacs,
+                "paper_params_m": paper.params_m if paper else None,
+                "paper_gmacs": paper.gmacs if paper else None,
+                "paper_top1": paper.top1 if paper else None,
+            }
+        )
+    return rows
+
+
+def format_zoo_table(rows: list[dict]) -> str:
+    """A Markdown table of `zoo_rows`: ours, the paper's, and the difference."""
+
+    def num(value: float | None, digits: int = 1) -> str:
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    def diff(ours: float, paper: float | None, digits: int) -> str:
+        return "-" if paper is None else f"{ours - paper:+.{digits}f}"
+
+    lines = [
+        "| model | input | params (M) | paper params (M) | diff | GMACs | paper GFLOPs | diff | paper top-1 |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['img_size']} | {num(r['params_m'], 2)} | {num(r['paper_params_m'])} | "
+            f"{diff(r['params_m'], r['paper_params_m'], 2)} | {num(r['gmacs'], 2)} | {num(r['paper_gmacs'])} | "
+            f"{diff(r['gmacs'], r['paper_gmacs'], 2)} | {num(r['paper_top1'])} |"
+        )
+    return "\n".join(lines)
