@@ -5,12 +5,13 @@ Mechanisms: `lattice` (LocalViT's token lattice), `locality` (LocalViT's localit
 cross-attention), `convproj` (CvT's convolutional projection) and `attnconv` (CloFormer's AttnConv),
 built on `attention` (multi-head attention on SDPA) and `layers` (small shared layers).
 
-Models: ``create_model(name, **overrides)``, ``list_models()``, ``load_official(model, checkpoint)``.
+Models: ``create_model(name, **overrides)``, ``list_models()``; official checkpoints:
+``load_official(model, checkpoint)`` and ``export_official(model)``.
 """
 
 __version__ = "0.1.0"
 
 from vitlocal.models import create_model, list_models
-from vitlocal.models.official import load_official
+from vitlocal.models.official import export_official, load_official
 
-__all__ = ["create_model", "list_models", "load_official"]
+__all__ = ["create_model", "list_models", "load_official", "export_official"]

@@ -25,7 +25,6 @@ Names: Ti/S/B follow the width; in 9/15/18 the number is K x N (the L-branch's t
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import torch
@@ -36,7 +35,7 @@ from vitlocal._checks import check_divides, check_positive, check_rank
 from vitlocal.fusion import FUSION_SCHEMES, LN_EPS, Fusion, make_fusion
 from vitlocal.lattice import img2seq
 from vitlocal.models.common import PatchEmbed, check_img_size, init_vit_weights, resize_pos_embed
-from vitlocal.models.official import register_converter
+from vitlocal.models.official import Rule, register_converter, rename_keys
 from vitlocal.models.registry import configure, register_model
 from vitlocal.models.vit import Block
 
@@ -47,6 +46,7 @@ __all__ = [
     "CrossViT",
     "branch_img_sizes",
     "convert_official_crossvit",
+    "export_official_crossvit",
     "crossvit_tiny",
     "crossvit_small",
     "crossvit_base",
@@ -172,7 +172,7 @@ class CrossViT(nn.Module):
     Official key names throughout: ``patch_embed.i``, ``cls_token.i``, ``pos_embed.i``, ``blocks.k.blocks.i.j``,
     ``norm.i``, ``head.i``; only the fusion's layers are named after `vitlocal.fusion` (``blocks.k.fusion.{f,
     blocks,g}``), which `convert_official_crossvit` maps from the official ``projs`` / ``fusion`` /
-    ``revert_projs``.
+    ``revert_projs`` (and `export_official_crossvit` back).
     """
 
     def __init__(self, config: CrossViTConfig) -> None:
@@ -305,31 +305,50 @@ def _fits(img_size: int, c: CrossViTConfig) -> bool:
     return all(s >= p and s % p == 0 for s, p in zip(sizes, c.patch_size, strict=True))
 
 
-@register_converter(CrossViT)
+# (timm, official): timm's port names the tokens ``cls_token_0`` ...; read, never written
+_TIMM_NAMES: tuple[Rule, ...] = (("cls_token_*", "cls_token.*"), ("pos_embed_*", "pos_embed.*"))
+
+
+def _renames(config: CrossViTConfig) -> list[Rule]:
+    """The ``(official, ours)`` key renames: the fusion moves into `vitlocal.fusion.CrossAttentionFusion`.
+
+    ``projs.i.{0,2}`` -> ``fusion.f.i.{norm,fc}``, ``revert_projs.i.{0,2}`` -> ``fusion.g.i.{norm,fc}`` (official
+    ``Sequential(LN, GELU, Linear)``), and the cross-attention layers ``fusion.i.j.{norm1,attn}`` ->
+    ``fusion.blocks.i.j.{norm,attn}``. Quirk: in a multi-scale block with ``L = 0`` (the released models) the
+    official ``fusion.i`` is the one layer itself, not a Sequential: ``fusion.i.{norm1,attn}``.
+    """
+    layer = (("norm1", "norm"), ("attn", "attn"))
+    unwrapped = [k for k, (_, _, fusion_depth) in enumerate(config.depth) if fusion_depth == 0]
+    return [
+        ("blocks.*.projs.*.0", "blocks.*.fusion.f.*.norm"),
+        ("blocks.*.projs.*.2", "blocks.*.fusion.f.*.fc"),
+        ("blocks.*.revert_projs.*.0", "blocks.*.fusion.g.*.norm"),
+        ("blocks.*.revert_projs.*.2", "blocks.*.fusion.g.*.fc"),
+        # the first rule that matches wins, so the L = 0 blocks' names come before the general ones
+        *(
+            (f"blocks.{k}.fusion.*.{official}", f"blocks.{k}.fusion.blocks.*.0.{ours}")
+            for k in unwrapped
+            for official, ours in layer
+        ),
+        *((f"blocks.*.fusion.*.*.{official}", f"blocks.*.fusion.blocks.*.*.{ours}") for official, ours in layer),
+    ]
+
+
+def export_official_crossvit(state: dict[str, torch.Tensor], model: CrossViT) -> dict[str, torch.Tensor]:
+    """Our CrossViT state dict -> official IBM/CrossViT names (see `_renames`). The position embeddings keep the
+    model's grids, ``(1, 1 + N_i, C_i)``."""
+    return rename_keys(state, _renames(model.config), inverse=True)
+
+
+@register_converter(CrossViT, inverse=export_official_crossvit)
 def convert_official_crossvit(state: dict[str, torch.Tensor], model: CrossViT) -> dict[str, torch.Tensor]:
     """Official IBM/CrossViT state dict (or timm's port of it) -> ours.
 
-    The branch blocks, embeddings, norms and heads keep their names. The fusion moves into
-    `vitlocal.fusion.CrossAttentionFusion`: ``projs.i.{0,2}`` -> ``fusion.f.i.{norm,fc}``,
-    ``revert_projs.i.{0,2}`` -> ``fusion.g.i.{norm,fc}``, and ``fusion.i.{norm1,attn}`` (``L = 0``) or
-    ``fusion.i.j.{norm1,attn}`` -> ``fusion.blocks.i.j.{norm,attn}``. timm's ``cls_token_0`` / ``pos_embed_0``
-    become ``cls_token.0`` / ``pos_embed.0``. A position embedding trained at another size is resized (bicubic).
+    The branch blocks, embeddings, norms and heads keep their names; the fusion is renamed (see `_renames`);
+    timm's ``cls_token_0`` / ``pos_embed_0`` become ``cls_token.0`` / ``pos_embed.0``. A position embedding
+    ``(1, 1 + N_i', C_i)`` trained at another size is resized (bicubic) to the model's ``(1, 1 + N_i, C_i)``.
     """
-    rules = (
-        (re.compile(r"^(cls_token|pos_embed)_(\d)$"), r"\1.\2"),
-        (re.compile(r"^(blocks\.\d+)\.projs\.(\d)\.0\."), r"\1.fusion.f.\2.norm."),
-        (re.compile(r"^(blocks\.\d+)\.projs\.(\d)\.2\."), r"\1.fusion.f.\2.fc."),
-        (re.compile(r"^(blocks\.\d+)\.revert_projs\.(\d)\.0\."), r"\1.fusion.g.\2.norm."),
-        (re.compile(r"^(blocks\.\d+)\.revert_projs\.(\d)\.2\."), r"\1.fusion.g.\2.fc."),
-        (re.compile(r"^(blocks\.\d+)\.fusion\.(\d)\.(norm1|attn)\."), r"\1.fusion.blocks.\2.0.\3."),
-        (re.compile(r"^(blocks\.\d+)\.fusion\.(\d)\.(\d+)\.(norm1|attn)\."), r"\1.fusion.blocks.\2.\3.\4."),
-        (re.compile(r"^(blocks\.\d+\.fusion\.blocks\.\d\.\d+)\.norm1\."), r"\1.norm."),
-    )
-    ours = {}
-    for key, value in state.items():
-        for pattern, replacement in rules:
-            key = pattern.sub(replacement, key)
-        ours[key] = value
+    ours = rename_keys(rename_keys(state, _TIMM_NAMES), _renames(model.config))
     for i, patch_embed in enumerate(model.patch_embed):
         key = f"pos_embed.{i}"
         if key in ours and ours[key].shape[1] != model.pos_embed[i].shape[1]:

@@ -51,6 +51,7 @@ __all__ = [
     "CvTStage",
     "ConvolutionalVisionTransformer",
     "convert_official_cvt",
+    "export_official_cvt",
     "cvt_13",
     "cvt_21",
     "cvt_nano",
@@ -282,7 +283,14 @@ class ConvolutionalVisionTransformer(nn.Module):
         return self.head(self.forward_features(x))
 
 
-@register_converter(ConvolutionalVisionTransformer)
+def export_official_cvt(
+    state: dict[str, torch.Tensor], model: ConvolutionalVisionTransformer
+) -> dict[str, torch.Tensor]:
+    """Our CvT state dict -> official microsoft/CvT: the names and layouts are already the official ones."""
+    return dict(state)
+
+
+@register_converter(ConvolutionalVisionTransformer, inverse=export_official_cvt)
 def convert_official_cvt(
     state: dict[str, torch.Tensor], model: ConvolutionalVisionTransformer
 ) -> dict[str, torch.Tensor]:

@@ -24,7 +24,6 @@ would make them global attention instead; see the note above the Slide-Swin buil
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import torch
@@ -34,7 +33,7 @@ from torch import nn
 from vitlocal.attention import Attention
 from vitlocal.layers import DropPath, Mlp
 from vitlocal.models.common import PatchEmbed, init_vit_weights
-from vitlocal.models.official import register_converter
+from vitlocal.models.official import Rule, register_converter, rename_keys
 from vitlocal.models.registry import configure, register_model
 from vitlocal.slide import SlideAttention
 
@@ -373,15 +372,38 @@ class SwinTransformer(nn.Module):
 # Official checkpoints (microsoft/Swin-Transformer and LeapLabTHU/Slide-Transformer format)
 # ----------------------------------------------------------------------------------------------------------------------
 
-# official SlideAttention names -> vitlocal.slide.SlideAttention names
-_SLIDE_RENAMES = (
-    (r"\.attn\.dep_conv\.", ".attn.shift.onehot."),
-    (r"\.attn\.dep_conv1\.", ".attn.shift.deform."),
-    (r"\.attn\.relative_position_bias_table$", ".attn.rpb"),
-)
+# official SlideAttention names -> vitlocal.slide.SlideAttention names (in the slide stages only)
+_SLIDE_RENAMES = (("dep_conv", "shift.onehot"), ("dep_conv1", "shift.deform"), ("relative_position_bias_table", "rpb"))
+# buffers the official modules save and ours rebuild from the configuration
+_REBUILT = ("relative_position_index", "attn_mask")
 
 
-@register_converter(SwinTransformer)
+def _renames(config: SwinConfig) -> list[Rule]:
+    """The ``(official, ours)`` key renames: the patch-embedding LN, and slide attention in the slide stages."""
+    slide = [
+        (f"layers.{stage}.blocks.*.attn.{official}", f"layers.{stage}.blocks.*.attn.{ours}")
+        for stage in range(config.num_slide_stages)
+        for official, ours in _SLIDE_RENAMES
+    ]
+    return [("patch_embed.norm", "embed_norm"), *slide]
+
+
+def export_official_swin(state: dict[str, torch.Tensor], model: SwinTransformer) -> dict[str, torch.Tensor]:
+    """Our Swin / Slide-Swin state dict -> official: the renames undone, and the saved buffers put back.
+
+    Every window attention's ``relative_position_index`` ``(w*w, w*w)``, and each shifted block's ``attn_mask``
+    ``(num_windows, w*w, w*w)`` (official: on the block, not its attention), come from the model's own buffers.
+    """
+    official = rename_keys(state, _renames(model.config), inverse=True)
+    for name, module in model.named_modules():
+        if isinstance(module, WindowAttention):
+            official[f"{name}.relative_position_index"] = module.relative_position_index
+            if module.attn_mask is not None:
+                official[f"{name.removesuffix('.attn')}.attn_mask"] = module.attn_mask
+    return official
+
+
+@register_converter(SwinTransformer, inverse=export_official_swin)
 def convert_official_swin(state: dict[str, torch.Tensor], model: SwinTransformer) -> dict[str, torch.Tensor]:
     """Official Swin / Slide-Swin state dict -> ours.
 
@@ -390,17 +412,8 @@ def convert_official_swin(state: dict[str, torch.Tensor], model: SwinTransformer
     ``relative_position_bias_table`` to ``shift.onehot``/``shift.deform``/``rpb``. Tensor layouts are identical
     (PatchMerging's concat order is the official one). timm's re-laid-out Swin checkpoints are not this format.
     """
-    out = {}
-    for key, value in state.items():
-        if key.endswith(("relative_position_index", "attn_mask")):
-            continue
-        key = re.sub(r"^patch_embed\.norm\.", "embed_norm.", key)
-        stage = re.match(r"layers\.(\d+)\.blocks\.", key)
-        if stage and int(stage.group(1)) < model.config.num_slide_stages:
-            for pattern, replacement in _SLIDE_RENAMES:
-                key = re.sub(pattern, replacement, key)
-        out[key] = value
-    return out
+    saved = {key: value for key, value in state.items() if not key.endswith(_REBUILT)}
+    return rename_keys(saved, _renames(model.config))
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -28,7 +28,6 @@ LocalViT's ablations by override: ``activation="relu6"`` vs ``"hswish"``; ``gate
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -40,7 +39,7 @@ from vitlocal.attention import Attention
 from vitlocal.layers import DropPath, Mlp
 from vitlocal.locality import LocalViTBlock
 from vitlocal.models.common import PatchEmbed, check_img_size, init_vit_weights, resize_pos_embed
-from vitlocal.models.official import register_converter
+from vitlocal.models.official import Rule, register_converter, rename_keys
 from vitlocal.models.registry import configure, register_model
 
 __all__ = [
@@ -49,6 +48,7 @@ __all__ = [
     "VisionTransformer",
     "locality_blocks",
     "convert_official_keys",
+    "export_official_keys",
     "deit_tiny",
     "deit_small",
     "deit_base",
@@ -239,16 +239,28 @@ class VisionTransformer(nn.Module):
         return self.head(self.forward_features(x)[:, 0])
 
 
-@register_converter(VisionTransformer)
+# (official, ours): LocalViT's ``SELayer`` keeps its two Linear layers in ``fc = Sequential(Linear, ReLU, Linear,
+# h_sigmoid)``; ours are ``fc1`` / ``fc2``. DeiT's keys are ours.
+_RENAMES: tuple[Rule, ...] = (
+    ("blocks.*.conv.conv.*.fc.0", "blocks.*.conv.conv.*.fc1"),
+    ("blocks.*.conv.conv.*.fc.2", "blocks.*.conv.conv.*.fc2"),
+)
+
+
+def export_official_keys(state: dict[str, torch.Tensor], model: VisionTransformer) -> dict[str, torch.Tensor]:
+    """Our DeiT / LocalViT state dict -> official: the SE layers back to ``fc.0`` / ``fc.2``. The position
+    embedding keeps the model's grid, ``(1, 1 + N, C)``."""
+    return rename_keys(state, _RENAMES, inverse=True)
+
+
+@register_converter(VisionTransformer, inverse=export_official_keys)
 def convert_official_keys(state: dict[str, torch.Tensor], model: VisionTransformer) -> dict[str, torch.Tensor]:
     """Official DeiT / LocalViT state dict -> ours.
 
-    DeiT's keys are ours. LocalViT's ``SELayer`` keeps its two Linear layers in ``fc = Sequential(Linear,
-    ReLU, Linear, h_sigmoid)``; ours are ``fc1`` / ``fc2``. A position embedding trained at another size
-    is resized (bicubic) to the model's grid.
+    DeiT's keys are ours; LocalViT's SE layers ``fc.0`` / ``fc.2`` become ``fc1`` / ``fc2``. A position
+    embedding ``(1, 1 + N', C)`` trained at another size is resized (bicubic) to the model's ``(1, 1 + N, C)``.
     """
-    se_fc = re.compile(r"^(blocks\.\d+\.conv\.conv\.\d+)\.fc\.([02])\.")
-    ours = {se_fc.sub(lambda m: f"{m[1]}.fc{int(m[2]) // 2 + 1}.", key): value for key, value in state.items()}
+    ours = rename_keys(state, _RENAMES)
     if "pos_embed" in ours and ours["pos_embed"].shape[1] != model.pos_embed.shape[1]:
         grid = model.patch_embed.grid
         ours["pos_embed"] = resize_pos_embed(ours["pos_embed"], (grid, grid))
