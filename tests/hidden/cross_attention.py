@@ -1,0 +1,84 @@
+"""Hidden checks of assignment 03, cross-attention fusion (CrossViT)."""
+
+from __future__ import annotations
+
+import torch
+from hypothesis import strategies as st
+from torch import nn
+
+from vitlocal import fusion
+
+from ._common import SEEDS, double, expect_close, for_all, load_reference_weights, randn
+
+WIDTHS = st.sampled_from([4, 6, 8])
+TOKENS = st.integers(1, 6)
+PAIRS = st.sampled_from([(4, 8), (8, 4), (6, 6)])
+
+
+def _learner_copy(learner: nn.Module, reference: nn.Module, what: str) -> nn.Module:
+    """The learner's module in float64 holding the reference's weights, both in eval mode."""
+    learner = learner.double().eval()
+    load_reference_weights(learner, reference.eval(), what)
+    return learner
+
+
+def check_projection(Projection):
+    """``LN -> GELU -> Linear`` with the official eps 1e-6, also when ``in_dim == out_dim``."""
+
+    def prop(c_in, c_out, seed):
+        reference = double(fusion.Projection(c_in, c_out), seed)
+        ours = _learner_copy(Projection(c_in, c_out), reference, f"Projection({c_in}, {c_out})")
+        x = randn(2, 3, c_in, seed=seed)
+        with torch.no_grad():
+            expect_close(ours(x), reference(x), f"Projection({c_in}, {c_out})")
+
+    for_all(prop, c_in=WIDTHS, c_out=WIDTHS, seed=SEEDS)
+
+
+def check_cross_attention(CrossAttention):
+    """The class token alone queries keys and values of every token (itself included), per head, scale ``d^-0.5``."""
+
+    def prop(dim, heads, n, seed):
+        reference = double(fusion.CrossAttention(dim, heads), seed)
+        ours = _learner_copy(CrossAttention(dim, heads), reference, f"CrossAttention({dim}, {heads})")
+        x = randn(2, n, dim, seed=seed)
+        with torch.no_grad():
+            expect_close(ours(x), reference(x), f"CrossAttention({dim}, num_heads={heads}) on {n} tokens")
+
+    for_all(prop, dim=st.sampled_from([4, 8]), heads=st.sampled_from([1, 2, 4]), n=st.integers(1, 6), seed=SEEDS)
+
+
+def _branches(dims, n, seed):
+    return [randn(2, 1 + n[i], dims[i], seed=seed + i) for i in range(2)]
+
+
+def check_fuse_branch(fuse_branch):
+    """Branch i's fused tokens, with CrossViT's own f, LN, cross-attention and g, for both branches."""
+
+    def prop(dims, n, seed):
+        scheme = double(fusion.CrossAttentionFusion(dims, num_heads=2), seed).eval()
+        xs = _branches(dims, n, seed)
+        with torch.no_grad():
+            want = scheme(xs)
+            for i in range(2):
+                block = scheme.blocks[i][0]
+                got = fuse_branch(xs[i], xs[1 - i], scheme.f[i], block.norm, block.attn, scheme.g[i])
+                expect_close(got, want[i], f"fuse_branch for branch {i} (widths {dims})")
+
+    for_all(prop, dims=PAIRS, n=st.tuples(TOKENS, TOKENS), seed=SEEDS)
+
+
+def check_class_token_fusion(class_token_fusion):
+    """``s = f_0(cls_0) + f_1(cls_1)`` and ``out_i = [g_i(s) || P_i]``, projecting to and from a common width."""
+
+    def prop(dims, n, seed):
+        scheme = double(fusion.ClassTokenFusion(dims), seed).eval()
+        xs = _branches(dims, n, seed)
+        with torch.no_grad():
+            want, got = scheme(xs), class_token_fusion(xs, scheme.f, scheme.g)
+        if not isinstance(got, (list, tuple)) or len(got) != 2:
+            raise AssertionError("class_token_fusion must return a list [out_0, out_1]")
+        for i in range(2):
+            expect_close(got[i], want[i], f"branch {i} of class_token_fusion (widths {dims})")
+
+    for_all(prop, dims=PAIRS, n=st.tuples(TOKENS, TOKENS), seed=SEEDS)

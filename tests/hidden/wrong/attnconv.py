@@ -1,0 +1,137 @@
+"""Wrong answers to assignment 05, AttnConv (CloFormer)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+
+from . import Wrong, registry
+
+WRONG: list[Wrong] = []
+wrong = registry(WRONG)
+
+
+@wrong(subtle=True)
+def sigmoid_instead_of_tanh():
+    """A sigmoid gate where CloFormer has tanh: bounded too, but never negative."""
+
+    def context_weights(q, k, fc1, fc2, head_dim):
+        return torch.sigmoid(fc2(F.silu(fc1(q * k))) * head_dim**-0.5)
+
+    return {"context_weights": context_weights}
+
+
+@wrong(subtle=True)
+def scale_before_the_fcs():
+    """The scale ``d^-0.5`` applied to ``Q * K`` before the FCs instead of after them."""
+
+    def context_weights(q, k, fc1, fc2, head_dim):
+        return torch.tanh(fc2(F.silu(fc1(q * k * head_dim**-0.5))))
+
+    return {"context_weights": context_weights}
+
+
+@wrong(subtle=True)
+def relu_instead_of_swish():
+    """ReLU between the FCs where CloFormer has Swish."""
+
+    def context_weights(q, k, fc1, fc2, head_dim):
+        return torch.tanh(fc2(F.relu(fc1(q * k))) * head_dim**-0.5)
+
+    return {"context_weights": context_weights}
+
+
+@wrong(subtle=True)
+def softmax_over_channels():
+    """Softmax over the channels, as if the weights were attention probabilities."""
+
+    def context_weights(q, k, fc1, fc2, head_dim):
+        return (fc2(F.silu(fc1(q * k))) * head_dim**-0.5).softmax(dim=1)
+
+    return {"context_weights": context_weights}
+
+
+def _gate(q, k, fc1, fc2, head_dim):
+    return torch.tanh(fc2(F.silu(fc1(q * k))) * head_dim**-0.5)
+
+
+@wrong(subtle=True)
+def qkv_split_interleaved():
+    """The ``3c`` channels split as ``(c three)`` instead of ``(three c)``."""
+
+    def attn_conv(x, qkv, dwconv, fc1, fc2, head_dim):
+        q, k, v = rearrange(dwconv(qkv(x)), "b (c three) h w -> three b c h w", three=3)
+        return _gate(q, k, fc1, fc2, head_dim) * v
+
+    return {"attn_conv": attn_conv}
+
+
+@wrong(subtle=True)
+def values_not_aggregated():
+    """V taken before the depthwise conv: no shared-weight aggregation of the values."""
+
+    def attn_conv(x, qkv, dwconv, fc1, fc2, head_dim):
+        q, k, _ = rearrange(dwconv(qkv(x)), "b (three c) h w -> three b c h w", three=3)
+        v = rearrange(qkv(x), "b (three c) h w -> three b c h w", three=3)[2]
+        return _gate(q, k, fc1, fc2, head_dim) * v
+
+    return {"attn_conv": attn_conv}
+
+
+def _global(x, q_proj, kv_proj, num_heads, window, pool=F.avg_pool2d, scale=None, kv_layout="two heads d"):
+    h = x.shape[-2]
+    q = rearrange(q_proj(x), "b (heads d) h w -> b heads (h w) d", heads=num_heads)
+    k, v = rearrange(kv_proj(pool(x, window)), f"b ({kv_layout}) i j -> two b heads (i j) d", two=2, heads=num_heads)
+    out = F.scaled_dot_product_attention(q, k, v, scale=scale)
+    return rearrange(out, "b heads (h w) d -> b (heads d) h w", h=h)
+
+
+@wrong(subtle=True)
+def max_pooled_keys():
+    """Keys and values from a max-pooled map instead of an average-pooled one."""
+
+    def pooled_global_attention(x, q_proj, kv_proj, num_heads, window):
+        return _global(x, q_proj, kv_proj, num_heads, window, pool=F.max_pool2d)
+
+    return {"pooled_global_attention": pooled_global_attention}
+
+
+@wrong(subtle=True)
+def global_without_scale():
+    """Softmax of the raw logits, without ``d^-0.5``."""
+
+    def pooled_global_attention(x, q_proj, kv_proj, num_heads, window):
+        return _global(x, q_proj, kv_proj, num_heads, window, scale=1.0)
+
+    return {"pooled_global_attention": pooled_global_attention}
+
+
+@wrong(subtle=True)
+def keys_and_values_interleaved():
+    """The ``2 g d`` channels split as ``(heads two d)``: each head's keys and values taken from the wrong channels."""
+
+    def pooled_global_attention(x, q_proj, kv_proj, num_heads, window):
+        return _global(x, q_proj, kv_proj, num_heads, window, kv_layout="heads two d")
+
+    return {"pooled_global_attention": pooled_global_attention}
+
+
+@wrong(subtle=True)
+def global_branch_first():
+    """The global branch concatenated first instead of last."""
+
+    def clo_fusion(local_outputs, global_output, proj):
+        return proj(torch.cat([global_output, *local_outputs], dim=1))
+
+    return {"clo_fusion": clo_fusion}
+
+
+@wrong(subtle=False)
+def branches_summed():
+    """The branches summed instead of concatenated (the widths do not even agree)."""
+
+    def clo_fusion(local_outputs, global_output, proj):
+        return proj(sum(local_outputs) + global_output)
+
+    return {"clo_fusion": clo_fusion}

@@ -1,0 +1,135 @@
+"""Wrong answers to assignment 04, convolutional projection (CvT)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+
+from . import Wrong, registry
+
+WRONG: list[Wrong] = []
+wrong = registry(WRONG)
+
+
+@wrong(subtle=True)
+def embedding_normalised_over_the_map():
+    """One normalisation over (C, H, W) per image (CloFormer's GroupNorm(1)), not over C per pixel."""
+
+    def conv_token_embedding(x, proj, norm):
+        return F.group_norm(proj(x), 1, norm.weight, norm.bias, norm.eps)
+
+    return {"conv_token_embedding": conv_token_embedding}
+
+
+@wrong(subtle=True)
+def embedding_without_norm():
+    """The LayerNorm left out."""
+
+    def conv_token_embedding(x, proj, norm):
+        return proj(x)
+
+    return {"conv_token_embedding": conv_token_embedding}
+
+
+@wrong(subtle=False)
+def embedding_norm_on_the_last_axis():
+    """``norm`` applied to the ``b c h w`` map as is, normalising over the width axis."""
+
+    def conv_token_embedding(x, proj, norm):
+        return norm(proj(x))
+
+    return {"conv_token_embedding": conv_token_embedding}
+
+
+def _conv_projection(x, h, w, projections, with_cls_token, grid="b (h w) c -> b c h w", flat="b c h w -> b (h w) c"):
+    prefix = int(with_cls_token)
+    cls, fmap = x[:, :prefix], rearrange(x[:, prefix:], grid, h=h, w=w)
+    return tuple(torch.cat([cls, rearrange(p(fmap), flat)], dim=1) for p in projections)
+
+
+@wrong(subtle=True)
+def lattice_columns_first():
+    """The tokens put on the lattice and read back column-major, ``(w h)``."""
+
+    def conv_projection(x, h, w, proj_q, proj_k, proj_v, with_cls_token):
+        projections = (proj_q, proj_k, proj_v)
+        return _conv_projection(x, h, w, projections, with_cls_token, "b (w h) c -> b c h w", "b c h w -> b (w h) c")
+
+    return {"conv_projection": conv_projection}
+
+
+@wrong(subtle=True)
+def values_through_the_key_conv():
+    """A copy-paste slip: x_v made with the keys' conv and BN."""
+
+    def conv_projection(x, h, w, proj_q, proj_k, proj_v, with_cls_token):
+        return _conv_projection(x, h, w, (proj_q, proj_k, proj_k), with_cls_token)
+
+    return {"conv_projection": conv_projection}
+
+
+@wrong(subtle=False)
+def class_token_appended():
+    """The class token put back at the end of the sequence instead of the front."""
+
+    def conv_projection(x, h, w, proj_q, proj_k, proj_v, with_cls_token):
+        prefix = int(with_cls_token)
+        cls, fmap = x[:, :prefix], rearrange(x[:, prefix:], "b (h w) c -> b c h w", h=h, w=w)
+        return tuple(
+            torch.cat([rearrange(p(fmap), "b c h w -> b (h w) c"), cls], dim=1) for p in (proj_q, proj_k, proj_v)
+        )
+
+    return {"conv_projection": conv_projection}
+
+
+def _attention_with(scale, layout="b t (heads d)"):
+    """A ``conv_attention`` whose logits are scaled by ``scale(q)`` and whose heads are split as ``layout``."""
+
+    def conv_attention(x_q, x_k, x_v, proj_q, proj_k, proj_v, proj, num_heads):
+        q, k, v = (
+            rearrange(lin(t), f"{layout} -> b heads t d", heads=num_heads)
+            for lin, t in ((proj_q, x_q), (proj_k, x_k), (proj_v, x_v))
+        )
+        out = F.scaled_dot_product_attention(q, k, v, scale=scale(q))
+        return proj(rearrange(out, f"b heads t d -> {layout}"))
+
+    return conv_attention
+
+
+@wrong(subtle=True)
+def head_width_scale():
+    """The usual ``d^-0.5``, where CvT scales by the full width ``C_out^-0.5``."""
+    return {"conv_attention": _attention_with(lambda q: q.shape[-1] ** -0.5)}
+
+
+@wrong(subtle=True)
+def no_scale():
+    """No scale at all."""
+    return {"conv_attention": _attention_with(lambda q: 1.0)}
+
+
+@wrong(subtle=True)
+def heads_interleaved():
+    """Heads split as ``(d heads)`` instead of ``(heads d)``."""
+    return {"conv_attention": _attention_with(lambda q: (q.shape[1] * q.shape[-1]) ** -0.5, "b t (d heads)")}
+
+
+@wrong(subtle=True)
+def keys_rounded():
+    """``round(h / 2)``: Python rounds halves to even, so 5 rows give 2 keys where the conv leaves 3."""
+
+    def kv_tokens(h, w, with_cls_token):
+        return int(with_cls_token) + round(h / 2) * round(w / 2)
+
+    return {"kv_tokens": kv_tokens}
+
+
+@wrong(subtle=False)
+def keys_floored():
+    """``h // 2``: the padded conv's last, partial window forgotten."""
+
+    def kv_tokens(h, w, with_cls_token):
+        return int(with_cls_token) + (h // 2) * (w // 2)
+
+    return {"kv_tokens": kv_tokens}

@@ -1,0 +1,205 @@
+"""Wrong answers to assignment 02, Im2Col vs shift."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import einsum, rearrange, repeat
+from torch import nn
+
+from vitlocal import slide
+
+from . import Wrong, registry
+
+WRONG: list[Wrong] = []
+wrong = registry(WRONG)
+
+
+def _copies(x, k, order):
+    """Stack the k*k crops of the zero-padded map at window positions ``order`` (a list of (u, v))."""
+    h, w, r = *x.shape[-2:], k // 2
+    xpad = F.pad(x, (r, r, r, r))
+    return torch.stack([xpad[:, :, u : u + h, v : v + w] for u, v in order], dim=2)
+
+
+@wrong(subtle=True)
+def im2col_columns_first():
+    """Neighbours numbered column-major over the window, ``j = v k + u``."""
+
+    def im2col(x, kernel_size):
+        h, w = x.shape[-2:]
+        cols = F.unfold(x, kernel_size, padding=kernel_size // 2)
+        return rearrange(cols, "b (c u v) (h w) -> b c (v u) h w", u=kernel_size, v=kernel_size, h=h, w=w)
+
+    return {"im2col": im2col}
+
+
+@wrong(subtle=True)
+def im2col_wraps_around():
+    """Neighbours gathered with ``torch.roll``: the map wraps around where it should be zero-padded."""
+
+    def im2col(x, kernel_size):
+        k, r = kernel_size, kernel_size // 2
+        return torch.stack([x.roll((r - u, r - v), (2, 3)) for u in range(k) for v in range(k)], dim=2)
+
+    return {"im2col": im2col}
+
+
+@wrong(subtle=True)
+def shift_reversed():
+    """Each copy shifted the opposite way (by ``-delta_j``): the neighbours come in reverse order."""
+
+    def shift(x, kernel_size):
+        k = kernel_size
+        return _copies(x, k, [(k - 1 - u, k - 1 - v) for u in range(k) for v in range(k)])
+
+    return {"shift": shift}
+
+
+@wrong(subtle=True)
+def shift_columns_first():
+    """The copies taken column by column over the window: a shift order that is not row-major."""
+
+    def shift(x, kernel_size):
+        k = kernel_size
+        return _copies(x, k, [(u, v) for v in range(k) for u in range(k)])
+
+    return {"shift": shift}
+
+
+@wrong(subtle=True)
+def one_hot_columns_first():
+    """Kernel ``i`` one-hot at ``(i % k, i // k)``: the identity laid on the window column by column."""
+
+    def one_hot_kernels(kernel_size):
+        return rearrange(torch.eye(kernel_size**2), "i (v u) -> i 1 u v", u=kernel_size)
+
+    return {"one_hot_kernels": one_hot_kernels}
+
+
+@wrong(subtle=True)
+def one_hot_flipped():
+    """Kernels flipped, as if ``conv2d`` flipped its kernel (it does not: it is a cross-correlation)."""
+
+    def one_hot_kernels(kernel_size):
+        return slide.one_hot_kernels(kernel_size).flip(-2, -1)
+
+    return {"one_hot_kernels": one_hot_kernels}
+
+
+@wrong(subtle=False)
+def shift_conv_kernel_major():
+    """The depthwise weight repeated kernel-major, ``(i c)`` instead of ``(c i)``: groups get the wrong kernels."""
+
+    def shift_conv(x, kernel_size):
+        c = x.shape[1]
+        weight = repeat(slide.one_hot_kernels(kernel_size).to(x), "i 1 u v -> (i c) 1 u v", c=c)
+        y = F.conv2d(x, weight, padding=kernel_size // 2, groups=c)
+        return rearrange(y, "b (c j) h w -> b c j h w", j=kernel_size**2)
+
+    return {"shift_conv": shift_conv}
+
+
+@wrong(subtle=True)
+def shift_conv_flipped_kernels():
+    """Flipped one-hot kernels in the depthwise conv: every shift goes the opposite way."""
+
+    def shift_conv(x, kernel_size):
+        c = x.shape[1]
+        kernels = slide.one_hot_kernels(kernel_size).to(x).flip(-2, -1)
+        y = F.conv2d(x, repeat(kernels, "i 1 u v -> (c i) 1 u v", c=c), padding=kernel_size // 2, groups=c)
+        return rearrange(y, "b (c j) h w -> b c j h w", j=kernel_size**2)
+
+    return {"shift_conv": shift_conv}
+
+
+def _merged(onehot, weight, bias, padding=None):
+    conv = nn.Conv2d(
+        onehot.in_channels,
+        onehot.out_channels,
+        onehot.kernel_size,
+        padding=onehot.padding if padding is None else padding,
+        groups=onehot.groups,
+        dtype=onehot.weight.dtype,
+    )
+    with torch.no_grad():
+        conv.weight.copy_(weight)
+        conv.bias.copy_(bias)
+    return conv
+
+
+@wrong(subtle=True)
+def merge_forgets_a_bias():
+    """The weights summed, but only the one-hot path's bias kept."""
+
+    def merge(onehot, deform):
+        return _merged(onehot, onehot.weight + deform.weight, onehot.bias)
+
+    return {"merge": merge}
+
+
+@wrong(subtle=True)
+def merge_averages():
+    """The two paths averaged instead of summed."""
+
+    def merge(onehot, deform):
+        return _merged(onehot, (onehot.weight + deform.weight) / 2, (onehot.bias + deform.bias) / 2)
+
+    return {"merge": merge}
+
+
+@wrong(subtle=False)
+def merge_without_padding():
+    """A fresh conv with PyTorch's default padding 0: the merged map shrinks."""
+
+    def merge(onehot, deform):
+        return _merged(onehot, onehot.weight + deform.weight, onehot.bias + deform.bias, padding=0)
+
+    return {"merge": merge}
+
+
+def _neighbourhoods(t, kernel_size):
+    """``(B, n, d, H, W) -> (B, n, d, k*k, H, W)`` with the reference shift."""
+    shifted = slide.shift(rearrange(t, "b n d h w -> (b n) d h w"), kernel_size)
+    return rearrange(shifted, "(b n) d j h w -> b n d j h w", n=t.shape[1])
+
+
+def _local_attention(q, k, v, kernel_size, scale=1.0, mask_borders=False):
+    scores = einsum(q * scale, _neighbourhoods(k, kernel_size), "b n d h w, b n d j h w -> b n j h w")
+    if mask_borders:
+        h, w = q.shape[-2:]
+        inside = slide.shift(torch.ones(1, 1, h, w, dtype=q.dtype), kernel_size)[0, 0] > 0  # (j, h, w)
+        scores = scores.masked_fill(~inside, float("-inf"))
+    return einsum(scores.softmax(dim=2), _neighbourhoods(v, kernel_size), "b n j h w, b n d j h w -> b n d h w")
+
+
+@wrong(subtle=True)
+def local_attention_masks_borders():
+    """Padded neighbours masked out of the softmax (NAT-style), where Slide-Transformer keeps their zero keys."""
+
+    def local_attention(q, k, v, kernel_size):
+        return _local_attention(q, k, v, kernel_size, mask_borders=True)
+
+    return {"local_attention": local_attention}
+
+
+@wrong(subtle=True)
+def local_attention_scaled():
+    """A ``d^-0.5`` scale inside, although the caller scales the queries."""
+
+    def local_attention(q, k, v, kernel_size):
+        return _local_attention(q, k, v, kernel_size, scale=q.shape[2] ** -0.5)
+
+    return {"local_attention": local_attention}
+
+
+@wrong(subtle=False)
+def local_attention_softmax_over_channels():
+    """The softmax taken over the channels ``d`` instead of the neighbours ``j``."""
+
+    def local_attention(q, k, v, kernel_size):
+        keys, values = _neighbourhoods(k, kernel_size), _neighbourhoods(v, kernel_size)
+        weights = (q.unsqueeze(3) * keys).softmax(dim=2)
+        return (weights * values).sum(3)
+
+    return {"local_attention": local_attention}

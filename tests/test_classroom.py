@@ -1,0 +1,269 @@
+"""The classroom, proven: solutions/ is the single source, exercises/ is generated from it, grading works.
+
+* Conventions of the source notebooks (metadata, markers, parameters and smoke cells, exercise headers).
+* A real nbgrader round trip in a temporary course: ``generate_assignment`` with a database (its release
+  must equal the committed exercises/), then ``autograde`` of two students per assignment: one whose
+  submission is the solution (every point) and one who handed in the untouched exercise (no point,
+  and nothing but ``NotImplementedError`` on the way).
+* The exercises carry no outputs and no solution or hidden code.
+* Every plausible wrong answer in ``tests/hidden/wrong`` fails a hidden check; the subtle ones pass every
+  visible check (so only the hidden checks can catch them).
+* ``vitlocal check`` grades a module and a notebook and never prints hidden code.
+
+That the solutions run top to bottom in smoke mode is also proven by nbval (see the README's test command).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import functools
+import importlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from vitlocal import check
+from vitlocal.check import BEGIN_HIDDEN, BEGIN_SOLUTION, END_HIDDEN, END_SOLUTION, TOPICS
+
+ROOT = Path(__file__).resolve().parents[1]
+GRADE_ID = re.compile(r"[a-z0-9_]+")
+
+
+def _notebook(folder: str, topic: str) -> nbformat.NotebookNode:
+    return nbformat.read(ROOT / folder / topic / f"{topic}.ipynb", as_version=4)
+
+
+def _meta(cell: nbformat.NotebookNode) -> dict:
+    return cell.metadata.get("nbgrader", {})
+
+
+def _regions(source: str, begin: str, end: str) -> list[str]:
+    """The non-blank lines between ``begin`` and ``end`` markers."""
+    lines, inside = [], False
+    for line in source.splitlines():
+        if begin in line or end in line:
+            inside = begin in line
+        elif inside and line.strip():
+            lines.append(line.strip())
+    return lines
+
+
+# ---------------------------------------------------------------- conventions of the source notebooks
+@pytest.mark.parametrize("topic", TOPICS)
+def test_source_notebook_conventions(topic):
+    nb = _notebook("solutions", topic)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code[0].metadata.get("tags") == ["parameters"], "the first code cell must be tagged `parameters`"
+    assert "SMOKE = False" in code[0].source
+    assert "VITLOCAL_SMOKE" in code[1].source and "NBGRADER_EXECUTION" in code[1].source, "cell 2 applies smoke mode"
+    ids = [_meta(c)["grade_id"] for c in nb.cells if _meta(c)]
+    assert len(ids) == len(set(ids)) and all(GRADE_ID.fullmatch(i) for i in ids), ids
+    answers = [c for c in nb.cells if _meta(c).get("solution")]
+    assert answers, "an assignment has exercises"
+    for cell in nb.cells:
+        meta, source = _meta(cell), cell.source
+        assert cell.cell_type == "markdown" or (cell.outputs == [] and cell.execution_count is None), (
+            "solutions are committed without outputs (no real run is stored)"
+        )
+        assert (BEGIN_SOLUTION in source) == bool(meta.get("solution")), (
+            f"solution markers only in answer cells: {meta}"
+        )
+        assert (BEGIN_HIDDEN in source) <= bool(meta.get("grade")), f"hidden tests only in graded cells: {meta}"
+        if meta.get("grade"):
+            assert meta["points"] > 0 and meta["locked"] and not meta.get("solution"), meta
+            last = ast.parse(source).body[-1]
+            assert not (isinstance(last, ast.Expr) and not isinstance(last.value, ast.Call)), (
+                f"{meta['grade_id']} ends with a bare expression, which nbgrader would read as a score"
+            )
+    exercises = [c for c in nb.cells if c.cell_type == "markdown" and c.source.startswith("## Exercise")]
+    assert len(exercises) == len(answers), "one '## Exercise' header per answer cell"
+    for header in exercises:
+        assert re.search(r"Difficulty ★+☆* · about \d+ minutes · \d+ points?", header.source), header.source[:80]
+    hidden_by_exercise = {}
+    for exercise, cell in check.graded_cells(nb):
+        hidden_by_exercise[exercise] = hidden_by_exercise.get(exercise, False) or BEGIN_HIDDEN in cell.source
+    assert all(hidden_by_exercise.values()), f"every exercise needs a hidden check: {hidden_by_exercise}"
+
+
+# ---------------------------------------------------------------- the release: no outputs, no solutions
+@pytest.mark.parametrize("topic", TOPICS)
+def test_exercises_carry_no_outputs_and_no_solutions(topic):
+    source, release = _notebook("solutions", topic), _notebook("exercises", topic)
+    text = "\n".join(c.source for c in release.cells)
+    for marker in (BEGIN_SOLUTION, END_SOLUTION, BEGIN_HIDDEN, END_HIDDEN):
+        assert marker not in text
+    for cell in release.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, "exercises carry no outputs"
+    released = {_meta(c)["grade_id"]: c.source for c in release.cells if _meta(c)}
+    for cell in source.cells:
+        grade_id = _meta(cell).get("grade_id")
+        if _meta(cell).get("solution"):
+            assert "raise NotImplementedError" in released[grade_id]
+            solution = _regions(cell.source, BEGIN_SOLUTION, END_SOLUTION)
+            code = [line for line in solution if re.search(r"\w", line) and not line.startswith("#")]
+            leaked = [line for line in code if line in released[grade_id]]
+            assert not leaked, f"solution code in the exercise {grade_id}: {leaked}"
+        for line in _regions(cell.source, BEGIN_HIDDEN, END_HIDDEN):
+            assert line not in text, f"hidden code in the exercise: {line}"
+
+
+# ---------------------------------------------------------------- a real nbgrader round trip
+def _nbgrader(course: Path, *args: str, **env: str) -> None:
+    """Run ``nbgrader ARGS`` in ``course``; its own config file pulls in the repository's."""
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])  # nbgrader calls alembic
+    run = subprocess.run(
+        [sys.executable, "-m", "nbgrader", *args],
+        cwd=course,
+        env={**os.environ, "PATH": path, **env},
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, f"nbgrader {' '.join(args)} failed:\n{run.stdout}\n{run.stderr}"
+
+
+@pytest.fixture(scope="module")
+def course(tmp_path_factory) -> Path:
+    """A temporary course graded once: students ``solution`` and ``untouched`` for every assignment."""
+    root = tmp_path_factory.mktemp("course")
+    (root / "nbgrader_config.py").write_text(
+        "c = get_config()  # noqa: F821\n"
+        f"load_subconfig({str(ROOT / 'nbgrader_config.py')!r})  # noqa: F821\n"
+        f"c.CourseDirectory.root = {str(root)!r}\n"
+        f"c.CourseDirectory.source_directory = {str(ROOT / 'solutions')!r}\n"
+    )
+    _nbgrader(root, "generate_assignment", "*", "--force")  # with the gradebook, as an instructor must
+    for topic in TOPICS:
+        for student, folder in (("solution", "solutions"), ("untouched", "exercises")):
+            (root / "submitted" / student / topic).mkdir(parents=True)
+            shutil.copy(ROOT / folder / topic / f"{topic}.ipynb", root / "submitted" / student / topic)
+    _nbgrader(root, "autograde", "*", VITLOCAL_HIDDEN_TESTS=str(ROOT / "tests" / "hidden"))
+    return root
+
+
+def _scores(course: Path, topic: str, student: str) -> dict[str, tuple[float, float]]:
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}", "vitlocal") as gradebook:
+        notebook = gradebook.find_submission_notebook(topic, topic, student)
+        return {grade.name: (grade.score, grade.max_score) for grade in notebook.grades}
+
+
+def _outputs(course: Path, topic: str, student: str) -> list[tuple[nbformat.NotebookNode, list]]:
+    nb = nbformat.read(course / "autograded" / student / topic / f"{topic}.ipynb", as_version=4)
+    return [(cell, cell.outputs) for cell in nb.cells if cell.cell_type == "code"]
+
+
+@pytest.mark.parametrize("topic", TOPICS)
+def test_regenerating_the_exercises_changes_nothing(course, topic):
+    regenerated = nbformat.read(course / "exercises" / topic / f"{topic}.ipynb", as_version=4)
+    assert regenerated == _notebook("exercises", topic), (
+        f'exercises/{topic} is stale: regenerate it with `nbgrader generate_assignment "*" --force --no-db`'
+    )
+
+
+def test_the_release_holds_the_notebooks_only(course):
+    def notebooks(folder):
+        return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.ipynb"))
+
+    assert notebooks(ROOT / "exercises") == notebooks(course / "exercises") == [f"{t}/{t}.ipynb" for t in TOPICS]
+
+
+@pytest.mark.parametrize("topic", TOPICS)
+def test_the_solution_gets_every_point(course, topic):
+    scores = _scores(course, topic, "solution")
+    assert scores and all(score == max_score for score, max_score in scores.values()), scores
+    for cell, outputs in _outputs(course, topic, "solution"):
+        assert not [o for o in outputs if o.output_type == "error" or o.get("name") == "stderr"], cell.source[:200]
+
+
+@pytest.mark.parametrize("topic", TOPICS)
+def test_an_untouched_exercise_gets_no_point(course, topic):
+    scores = _scores(course, topic, "untouched")
+    assert scores and all(score == 0 for score, _ in scores.values()), scores
+
+
+@pytest.mark.parametrize("topic", TOPICS)
+def test_exercises_run_up_to_their_stubs(course, topic):
+    for cell, outputs in _outputs(course, topic, "untouched"):
+        errors = [o.ename for o in outputs if o.output_type == "error"]
+        assert set(errors) <= {"NotImplementedError"}, f"{errors} in\n{cell.source[:300]}"
+        if _meta(cell).get("grade"):
+            assert errors, f"the graded cell {_meta(cell)['grade_id']} passes on the untouched stubs"
+
+
+# ---------------------------------------------------------------- the wrong answers
+def _wrong_answers() -> list:
+    modules = {topic: importlib.import_module(f"tests.hidden.wrong.{topic.split('_', 1)[1]}") for topic in TOPICS}
+    return [pytest.param(t, wrong, id=f"{t}-{wrong.name}") for t, module in modules.items() for wrong in module.WRONG]
+
+
+@functools.cache
+def _graded(topic: str) -> tuple[dict, list[tuple[str, str]]]:
+    """The namespace of a perfect submission and the (visible, hidden) halves of every graded cell."""
+    nb = _notebook("solutions", topic)
+    return check.solution_namespace(nb), [check.split_hidden(c.source) for _, c in check.graded_cells(nb)]
+
+
+def test_every_assignment_has_three_wrong_answers_or_more():
+    topics = [param.values[0] for param in _wrong_answers()]
+    assert all(topics.count(topic) >= 3 for topic in TOPICS)
+
+
+@pytest.mark.parametrize(("topic", "wrong"), _wrong_answers())
+def test_a_wrong_answer_fails_a_hidden_check(topic, wrong):
+    namespace, cells = _graded(topic)
+    submission = {**namespace, **wrong.replaces}
+    caught = any(check.run_source(hidden, dict(submission)) for _, hidden in cells if hidden)
+    assert caught, f"no hidden check catches {wrong.name}: {wrong.mistake}"
+    if wrong.subtle:
+        failures = [f for visible, _ in cells if (f := check.run_source(visible, dict(submission)))]
+        assert not failures, f"{wrong.name} is marked subtle but a visible check catches it: {failures}"
+
+
+# ---------------------------------------------------------------- vitlocal check
+def _solution_module(topic: str) -> str:
+    """The solution as a learner's module: the setup cells, then the answer cells."""
+    nb = _notebook("solutions", topic)
+    cells = [c for c in nb.cells if c.cell_type == "code" and (_meta(c).get("locked") or _meta(c).get("solution"))]
+    return "\n\n".join(c.source for c in cells if not _meta(c).get("grade")) + "\n"
+
+
+def test_check_grades_a_module(tmp_path):
+    good = tmp_path / "lattice.py"
+    good.write_text(_solution_module("01_lattice"))
+    report = check.run_check("01_lattice", good)
+    assert report.passed and report.points == report.max_points == 15, str(report)
+    assert "public checks passed" in str(report) and "all tests passed" not in str(report).lower()
+
+    bad = tmp_path / "columns_first.py"  # tokens laid column-major both ways: only the hidden checks see it
+    bad.write_text(
+        _solution_module("01_lattice")
+        + "\n\ndef seq2img(tokens, h, w):\n    return rearrange(tokens, 'b (w h) c -> b c h w', h=h, w=w)\n"
+        + "\n\ndef img2seq(x):\n    return rearrange(x, 'b c h w -> b (w h) c')\n"
+    )
+    report = check.run_check("01_lattice", bad)
+    failed = {c.grade_id for c in report.cells if c.failure}
+    assert failed == {"test_seq2img_values", "test_img2seq_values", "test_locality_values"}, str(report)
+    assert report.points == 9 and "public checks passed" not in str(report)
+    graded = check.graded_cells(_notebook("solutions", "01_lattice"))
+    hidden = [line.strip() for _, cell in graded for line in check.split_hidden(cell.source)[1].splitlines()]
+    assert not [line for line in hidden if line and line in str(report)], "the report shows hidden code"
+
+
+def test_check_runs_a_notebook_and_the_command_line(tmp_path, capsys):
+    notebook = tmp_path / "01_lattice.ipynb"
+    shutil.copy(ROOT / "exercises" / "01_lattice" / "01_lattice.ipynb", notebook)
+    parser = argparse.ArgumentParser(prog="vitlocal")
+    check.add_check_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["check", "01_lattice", str(notebook)])
+    assert args.run(args) == 1
+    out = capsys.readouterr().out
+    assert "0/15 points on the public checks" in out and out.count("failed: NotImplementedError") == 10, out

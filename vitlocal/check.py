@@ -1,0 +1,397 @@
+"""Grade yourself: run an assignment's public checks on your notebook or module, without nbgrader.
+
+    vitlocal check 01_lattice exercises/01_lattice/01_lattice.ipynb     # your notebook, executed in smoke mode
+    vitlocal check 01_lattice my_lattice.py                             # your functions, imported from a module
+
+Every assignment lives in ``solutions/NN_topic/NN_topic.ipynb`` (the nbgrader source). Its graded cells
+hold the visible checks you see in your copy and the hidden checks an instructor grades with; the
+heavier hidden checks live in ``tests/hidden/<topic>.py`` as functions that take your implementation.
+`run_check` runs all of them on your work, as ``nbgrader autograde`` would, and reports points per
+exercise: a passed or failed line per graded cell, never the hidden code. In this public repository
+the hidden checks are the back of the book, not a secret; an instructor may grade with a private copy
+(``VITLOCAL_HIDDEN_TESTS``), so a full score here says "public checks passed", nothing more.
+
+* A notebook (``.ipynb``) is executed top to bottom with nbclient in smoke mode
+  (``VITLOCAL_SMOKE=1``), after its graded and read-only cells are restored from the source by
+  ``grade_id`` (so edited tests do not count, as in nbgrader). A graded cell scores its points when it
+  raises nothing and writes nothing to stderr.
+* A module (``.py``) is run with `runpy`; its names join the assignment's setup (the read-only cells),
+  and every graded cell runs in that namespace, in this process.
+
+Where the course lives: ``$VITLOCAL_COURSE_DIR``, else the first folder upwards from the working
+directory that holds ``nbgrader_config.py`` and ``solutions/``, else the checkout this package was
+installed from (``pip install -e``). The hidden checks: ``$VITLOCAL_HIDDEN_TESTS``, else
+``tests/hidden`` in the course. The assignment notebooks import `hidden_tests` and `randn` from here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import importlib.util
+import io
+import os
+import runpy
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+
+__all__ = [
+    "TOPICS",
+    "CellResult",
+    "Report",
+    "add_check_parser",
+    "course_root",
+    "graded_cells",
+    "hidden_dir",
+    "hidden_tests",
+    "randn",
+    "run_check",
+    "run_source",
+    "setup_namespace",
+    "solution_namespace",
+    "source_notebook",
+    "split_hidden",
+]
+
+TOPICS = ("01_lattice", "02_im2col_shift", "03_cross_attention", "04_conv_projection", "05_attnconv", "06_capstone")
+BEGIN_HIDDEN, END_HIDDEN = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
+BEGIN_SOLUTION, END_SOLUTION = "### BEGIN SOLUTION", "### END SOLUTION"
+_PACKAGE = "_vitlocal_hidden"  # the name the hidden-check folder is imported under
+
+
+# ---------------------------------------------------------------- where the course and its hidden checks live
+def course_root() -> Path:
+    """The course repository: the folder holding ``nbgrader_config.py``, ``solutions/`` and ``tests/hidden``."""
+    if os.environ.get("VITLOCAL_COURSE_DIR"):
+        return Path(os.environ["VITLOCAL_COURSE_DIR"]).resolve()
+    for folder in (Path.cwd(), *Path.cwd().parents, Path(__file__).resolve().parents[1]):
+        if (folder / "nbgrader_config.py").is_file() and (folder / "solutions").is_dir():
+            return folder
+    raise FileNotFoundError(
+        "cannot find the course (a folder with nbgrader_config.py and solutions/): run from a checkout of the "
+        "vitlocal repository or set VITLOCAL_COURSE_DIR to it"
+    )
+
+
+def hidden_dir() -> Path:
+    """The folder of the hidden checks: ``$VITLOCAL_HIDDEN_TESTS``, else ``tests/hidden`` in the course."""
+    folder = Path(os.environ.get("VITLOCAL_HIDDEN_TESTS") or course_root() / "tests" / "hidden").resolve()
+    if not (folder / "__init__.py").is_file():
+        raise FileNotFoundError(
+            f"no hidden checks in {folder} (no __init__.py): set VITLOCAL_HIDDEN_TESTS to the folder that holds them "
+            f"(tests/hidden of the course repository, or an instructor's private copy)"
+        )
+    return folder
+
+
+def hidden_tests(topic: str) -> ModuleType:
+    """The hidden checks of ``topic`` (``"lattice"`` or ``"01_lattice"``): the module ``<hidden_dir>/<topic>.py``.
+
+    The folder is imported as a package of its own (not through ``sys.path``), so a private copy anywhere
+    on disk works; its modules import each other relatively.
+    """
+    folder = hidden_dir()
+    package = sys.modules.get(_PACKAGE)
+    if package is None or Path(package.__path__[0]) != folder:
+        for name in [n for n in sys.modules if n == _PACKAGE or n.startswith(_PACKAGE + ".")]:
+            del sys.modules[name]
+        spec = importlib.util.spec_from_file_location(
+            _PACKAGE, folder / "__init__.py", submodule_search_locations=[str(folder)]
+        )
+        package = importlib.util.module_from_spec(spec)
+        sys.modules[_PACKAGE] = package
+        spec.loader.exec_module(package)
+    return importlib.import_module(f"{_PACKAGE}.{topic.split('_', 1)[1] if topic[:2].isdigit() else topic}")
+
+
+def randn(*shape: int, seed: int = 0, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """A reproducible normal tensor (float64 by default): hypothesis draws the seed, not the numbers."""
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+# ---------------------------------------------------------------- reading an assignment's source notebook
+def source_notebook(topic: str) -> Path:
+    """``solutions/<topic>/<topic>.ipynb`` in the course."""
+    if topic not in TOPICS:
+        raise ValueError(f"unknown assignment {topic!r}; choose one of {', '.join(TOPICS)}")
+    return course_root() / "solutions" / topic / f"{topic}.ipynb"
+
+
+def _nbgrader(cell: Any) -> dict:
+    return cell.get("metadata", {}).get("nbgrader", {})
+
+
+def _source(cell: Any) -> str:
+    source = cell["source"]
+    return source if isinstance(source, str) else "".join(source)
+
+
+def _read(path: Path) -> Any:
+    return _jupyter("nbformat").read(str(path), as_version=4)
+
+
+def _jupyter(name: str) -> ModuleType:
+    """Import a Jupyter package (nbformat, nbclient), with an actionable message when it is missing."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as error:
+        raise ValueError(f"vitlocal check needs {name}, which JupyterLab brings: pip install -e '.[lab]'") from error
+
+
+def graded_cells(nb: Any) -> Iterator[tuple[str, Any]]:
+    """``(exercise, cell)`` for every graded cell, the exercise being the ``grade_id`` of the answer cell before it."""
+    exercise = "setup"
+    for cell in nb.cells:
+        meta = _nbgrader(cell)
+        if meta.get("solution"):
+            exercise = meta["grade_id"]
+        if meta.get("grade"):
+            yield exercise, cell
+
+
+def split_hidden(source: str) -> tuple[str, str]:
+    """``(visible, hidden)``: a graded cell's code outside and inside its hidden-test markers."""
+    visible, hidden, inside = [], [], False
+    for line in source.splitlines():
+        if BEGIN_HIDDEN in line or END_HIDDEN in line:
+            inside = BEGIN_HIDDEN in line
+            continue
+        (hidden if inside else visible).append(line)
+    return "\n".join(visible), "\n".join(hidden)
+
+
+def _is_setup(cell: Any) -> bool:
+    """The read-only code cells the checks rely on: parameters, smoke mode, imports and helpers."""
+    meta = _nbgrader(cell)
+    return cell["cell_type"] == "code" and meta.get("locked", False) and not meta.get("grade", False)
+
+
+# ---------------------------------------------------------------- running cells in this process
+def run_source(source: str, namespace: dict[str, Any]) -> str | None:
+    """Run ``source`` in ``namespace`` as a notebook cell would run; ``None`` if it passed silently, else why not.
+
+    As in nbgrader, a cell fails when it raises or writes to stderr (a warning included).
+    """
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            exec(compile(source, "<graded cell>", "exec"), namespace)
+    except Exception as error:
+        return _describe(error)
+    if err.getvalue().strip():
+        return f"wrote to stderr (a graded cell must be silent): {_first_line(err.getvalue())}"
+    return None
+
+
+def _first_line(text: str, limit: int = 300) -> str:
+    line = next((s for s in text.strip().splitlines() if s.strip()), "")
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {_first_line(str(error))}".rstrip(": ")
+
+
+@contextlib.contextmanager
+def _environment(**values: str) -> Iterator[None]:
+    """Set environment variables for the duration of the block (the kernel inherits them)."""
+    old = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in old.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def setup_namespace(nb: Any) -> dict[str, Any]:
+    """A fresh namespace holding the assignment's setup (its read-only code cells), run in smoke mode."""
+    namespace: dict[str, Any] = {"__name__": "__main__"}
+    with _environment(VITLOCAL_SMOKE="1"):
+        for cell in nb.cells:
+            if _is_setup(cell):
+                failure = run_source(_source(cell), namespace)
+                if failure:
+                    raise RuntimeError(f"the setup cell {_nbgrader(cell)['grade_id']!r} failed: {failure}")
+    return namespace
+
+
+def solution_namespace(nb: Any) -> dict[str, Any]:
+    """The setup plus the reference answers of the source notebook (what a perfect submission defines)."""
+    namespace = setup_namespace(nb)
+    for cell in nb.cells:
+        if _nbgrader(cell).get("solution"):
+            failure = run_source(_source(cell), namespace)
+            if failure:
+                raise RuntimeError(f"the answer cell {_nbgrader(cell)['grade_id']!r} failed: {failure}")
+    return namespace
+
+
+# ---------------------------------------------------------------- the report
+@dataclass(frozen=True)
+class CellResult:
+    """One graded cell: its exercise, id, points scored out of ``max_points``, and why it failed (or None)."""
+
+    exercise: str
+    grade_id: str
+    points: float
+    max_points: float
+    failure: str | None
+
+
+@dataclass(frozen=True)
+class Report:
+    """The result of `run_check`: one `CellResult` per graded cell, in notebook order."""
+
+    topic: str
+    path: Path
+    how: str
+    cells: list[CellResult]
+
+    @property
+    def points(self) -> float:
+        return sum(c.points for c in self.cells)
+
+    @property
+    def max_points(self) -> float:
+        return sum(c.max_points for c in self.cells)
+
+    @property
+    def passed(self) -> bool:
+        return all(c.failure is None for c in self.cells)
+
+    def exercises(self) -> dict[str, list[CellResult]]:
+        grouped: dict[str, list[CellResult]] = {}
+        for cell in self.cells:
+            grouped.setdefault(cell.exercise, []).append(cell)
+        return grouped
+
+    def __str__(self) -> str:
+        width = max(len(c.grade_id) for c in self.cells) + 6
+        lines = [f"vitlocal check {self.topic}: {self.path} ({self.how})", ""]
+        for exercise, cells in self.exercises().items():
+            scored, possible = sum(c.points for c in cells), sum(c.max_points for c in cells)
+            lines.append(f"  {exercise:<{width}} {_pts(scored, possible)}")
+            for c in cells:
+                status = "passed" if c.failure is None else f"failed: {c.failure}"
+                lines.append(f"      {c.grade_id:<{width - 4}} {_pts(c.points, c.max_points)}  {status}")
+        lines.append("")
+        score = f"{_pts(self.points, self.max_points)} points"
+        if self.passed:
+            lines.append(f"public checks passed: {score} (an instructor grading with private checks may find more)")
+        else:
+            failed = sum(c.failure is not None for c in self.cells)
+            lines.append(f"{score} on the public checks; {failed} graded cell(s) failed")
+        return "\n".join(lines)
+
+
+def _pts(points: float, max_points: float) -> str:
+    return f"{points:g}/{max_points:g}"
+
+
+def _result(exercise: str, cell: Any, failure: str | None) -> CellResult:
+    meta = _nbgrader(cell)
+    points = float(meta["points"])
+    return CellResult(exercise, meta["grade_id"], 0.0 if failure else points, points, failure)
+
+
+# ---------------------------------------------------------------- checking a module
+def _check_module(source_nb: Any, path: Path) -> list[CellResult]:
+    namespace = setup_namespace(source_nb)
+    try:
+        with _environment(VITLOCAL_SMOKE="1"), contextlib.redirect_stdout(io.StringIO()):
+            learner = runpy.run_path(str(path), run_name="learner")
+    except Exception as error:
+        raise ValueError(f"{path} cannot be imported ({_describe(error)}); fix it and check again") from error
+    namespace.update({name: value for name, value in learner.items() if not name.startswith("__")})
+    with _environment(VITLOCAL_SMOKE="1"):
+        return [_result(ex, cell, run_source(_source(cell), namespace)) for ex, cell in graded_cells(source_nb)]
+
+
+# ---------------------------------------------------------------- checking a notebook
+def _restore_graded_cells(learner_nb: Any, source_nb: Any) -> Any:
+    """The learner's notebook with every graded and read-only cell replaced by the source's (nbgrader's overwrite).
+
+    Graded cells the learner deleted are appended, so that they run after every answer.
+    """
+    source_cells = {_nbgrader(c)["grade_id"]: c for c in source_nb.cells if _nbgrader(c).get("locked")}
+    restored = [source_cells.get(_nbgrader(c).get("grade_id"), c) for c in learner_nb.cells]
+    present = {_nbgrader(c).get("grade_id") for c in restored}
+    learner_nb.cells = restored + [c for grade_id, c in source_cells.items() if grade_id not in present]
+    return learner_nb
+
+
+def _cell_failure(cell: Any) -> str | None:
+    for output in cell.get("outputs", []):
+        if output["output_type"] == "error":
+            return f"{output['ename']}: {_first_line(output['evalue'])}".rstrip(": ")
+        if output["output_type"] == "stream" and output["name"] == "stderr" and output["text"].strip():
+            return f"wrote to stderr (a graded cell must be silent): {_first_line(output['text'])}"
+    return None
+
+
+def _check_notebook(source_nb: Any, path: Path, timeout: int) -> list[CellResult]:
+    nb = _restore_graded_cells(_read(path), source_nb)
+    resources = {"metadata": {"path": str(path.parent)}}  # run in the notebook's folder, as Jupyter does
+    client = _jupyter("nbclient").NotebookClient(
+        nb, timeout=timeout, kernel_name="python3", allow_errors=True, resources=resources
+    )
+    with _environment(VITLOCAL_SMOKE="1", VITLOCAL_HIDDEN_TESTS=str(hidden_dir())):
+        client.execute()
+    return [_result(exercise, cell, _cell_failure(cell)) for exercise, cell in graded_cells(nb)]
+
+
+def run_check(topic: str, path: str | Path, timeout: int = 300) -> Report:
+    """Run the visible and hidden checks of assignment ``topic`` on a learner's notebook or module.
+
+    Args:
+        topic: the assignment, e.g. ``"01_lattice"`` (one of `TOPICS`).
+        path: the learner's ``.ipynb`` (executed in smoke mode) or ``.py`` (imported).
+        timeout: seconds allowed per notebook cell.
+    Returns:
+        a `Report`; ``str(report)`` lists points per exercise and graded cell, never the hidden code.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; pass your notebook (.ipynb) or module (.py)")
+    source_nb = _read(source_notebook(topic))
+    if path.suffix == ".ipynb":
+        return Report(topic, path, "notebook executed in smoke mode", _check_notebook(source_nb, path, timeout))
+    if path.suffix == ".py":
+        return Report(topic, path, "module imported, checks run in smoke mode", _check_module(source_nb, path))
+    raise ValueError(f"{path} must be a notebook (.ipynb) or a Python module (.py)")
+
+
+# ---------------------------------------------------------------- the command line
+def _check(args: argparse.Namespace) -> int:
+    report = run_check(args.topic, args.path, args.timeout)
+    print(report)
+    return 0 if report.passed else 1
+
+
+def add_check_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``vitlocal check TOPIC PATH`` to the `vitlocal` command line's subparsers; returns its parser."""
+    check = subparsers.add_parser(
+        "check",
+        help="run an assignment's public checks (visible + hidden) on your notebook or module",
+        description=(
+            "Run an assignment's visible and hidden checks on your notebook (.ipynb, executed in smoke mode) or "
+            "module (.py) and report points per exercise, without showing the hidden code. Exit status 0 when "
+            "every public check passed."
+        ),
+    )
+    check.add_argument("topic", choices=TOPICS, help="the assignment")
+    check.add_argument("path", help="your notebook (.ipynb) or module (.py)")
+    check.add_argument("--timeout", type=int, default=300, help="seconds allowed per notebook cell (default 300)")
+    check.set_defaults(run=_check)
+    return check
