@@ -84,7 +84,7 @@ def throughput(
 
 
 def zoo_rows(names: list[str]) -> list[dict]:
-    """One row per model at its paper resolution: measured params / GMACs beside the published figures.
+    """One row per model at its paper resolution (presets at their own): params / GMACs beside the papers'.
 
     The models are built on the ``meta`` device, so the whole zoo is counted in seconds.
     """
@@ -94,9 +94,10 @@ def zoo_rows(names: list[str]) -> list[dict]:
     rows = []
     for name in names:
         paper = PUBLISHED.get(name)
-        img_size = paper.img_size if paper else 224
+        overrides = {"img_size": paper.img_size} if paper else {}  # presets: their own input size
         with torch.device("meta"):  # shapes only: counting needs no memory and no arithmetic
-            model = create_model(name, img_size=img_size)
+            model = create_model(name, **overrides)
+        img_size = model.config.img_size
         params_m = count_params(model) / 1e6
         gmacs = count_macs(model, img_size) / 1e9
         rows.append(
