@@ -1,4 +1,4 @@
-"""CloFormer's AttnConv, pooled global attention, Clo attention, ConvFFN and GroupNorm(1) (PAPERS.md T15-T18).
+"""CloFormer's AttnConv, pooled global attention, Clo attention, ConvFFN and GroupNorm(1).
 
 Every module is compared with an independent functional computation (``F.conv2d`` with groups,
 ``F.avg_pool2d``, an explicit softmax) built from the module's own weights, in float64.

@@ -1,4 +1,4 @@
-"""CvT's convolutional token embedding and convolutional projection, against torch built-ins (PAPERS.md §8 T9-T11)."""
+"""CvT's convolutional token embedding and convolutional projection, against torch built-ins."""
 
 from __future__ import annotations
 

@@ -264,7 +264,7 @@ def test_se_reduction_divides_the_hidden_width(dim, expand_ratio, data):
 
 
 def test_published_se_widths():
-    """PAPERS.md §2: LocalViT-T r192 and LocalViT-S r384 keep 4 SE units; T-SE4 keeps 192."""
+    """LocalViT-T r192 and LocalViT-S r384 keep 4 SE units; T-SE4 keeps 192."""
     assert LocalityFeedForward(192, expand_ratio=4, reduction=192).conv[6].fc1.out_features == 4
     assert LocalityFeedForward(384, expand_ratio=4, reduction=384).conv[6].fc1.out_features == 4
     assert LocalityFeedForward(192, expand_ratio=4, reduction=4).conv[6].fc1.out_features == 192

@@ -96,7 +96,7 @@ def test_forward_backward_at_reduced_size(name):
 
 @pytest.mark.parametrize("name", FULL)
 def test_params_match_published(name):
-    # PAPERS.md §8 T20 calls XXS's 4.2M reliable; XS and S also match at the paper's 0.1M rounding
+    # XXS's 4.2M matches the official code; XS and S also match at the paper's 0.1M rounding
     # (4.167M, 7.172M, 12.346M: the official modules have exactly the same counts)
     assert round(count_params(meta_model(name)) / 1e6, 1) == PUBLISHED[name].params_m
 

@@ -197,7 +197,7 @@ def _params_m(name: str, **overrides: object) -> float:
     "name", ["crossvit_9", "crossvit_18", "crossvit_9_dagger", "crossvit_15_dagger", "crossvit_18_dagger"]
 )
 def test_parameter_count_equals_the_published_figure(name):
-    # PAPERS §8 T20: 18 (43.3M) and 18 dagger (44.3M) are reliable; the unverified 9 (8.6M), 9 dagger (8.8M) and
+    # 18 (43.3M) and 18 dagger (44.3M) are reliable; the unverified 9 (8.6M), 9 dagger (8.8M) and
     # 15 dagger (28.2M) match the official code as well (ours: 8.553, 44.267, 8.777, 28.209, 43.271). 0.1M rounding.
     assert round(_params_m(name), 1) == PUBLISHED[name].params_m
 
@@ -215,7 +215,7 @@ def test_crossvit_15_lands_a_tenth_above_its_published_figure():
 
 @pytest.mark.parametrize(("name", "paper_m"), [("crossvit_15_dagger", 28.5), ("crossvit_18_dagger", 44.6)])
 def test_the_408_px_models_by_override(name, paper_m):
-    # PAPERS §10 (unverified): CrossViT-15 / 18 dagger at 408 (S) / 384 (L) px, 28.5M and 44.6M: only the position
+    # Published (unchecked): CrossViT-15 / 18 dagger at 408 (S) / 384 (L) px, 28.5M and 44.6M: only the position
     # embeddings grow (1 + 34 * 34 and 1 + 24 * 24 entries)
     model = meta_model(name, img_size=408, img_scale=(1.0, 384 / 408))
     assert model.branch_img_sizes == (408, 384)

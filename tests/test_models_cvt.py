@@ -107,7 +107,7 @@ def _independent_param_count(c: CvTConfig) -> int:
 
 @pytest.mark.parametrize("name", FULL)
 def test_params_match_published(name):
-    # CvT-13: 19.997M (the official code's count, verified in scratch) -> 20.0M, PAPERS.md §8 T20 (±0.5M);
+    # CvT-13: 19.997M (the official code's count, verified in scratch) -> 20.0M (±0.5M);
     # CvT-21: 31.62M, published as 32M (rounded to the nearest million)
     model = meta_model(name)
     params = count_params(model)
@@ -184,7 +184,7 @@ def test_stage_maps_at_reduced_size():
 
 
 def test_squeezed_kv_token_counts_at_224():
-    # stage 3 at 224: Q keeps 1 + 14*14 = 197 tokens, stride-2 K/V have 1 + 7*7 = 50 (PAPERS.md §8 T10)
+    # stage 3 at 224: Q keeps 1 + 14*14 = 197 tokens, stride-2 K/V have 1 + 7*7 = 50
     attn = meta_model("cvt_13").stage2.blocks[0].attn
     q, k, v = attn.forward_conv(torch.empty(1, 197, 384, device="meta"), 14, 14)
     assert (q.shape[1], k.shape[1], v.shape[1]) == (197, 50, 50)

@@ -91,7 +91,7 @@ def test_swin_tiny_params_round_to_published():
 @pytest.mark.parametrize("name", ["slide_swin_tiny", "slide_swin_small", "slide_swin_base"])
 def test_slide_swin_params_near_published(name):
     # The Slide paper's 29 / 51 / 89M lie ABOVE the official code's counts (28.31 / 49.63 / 87.79M, identical to
-    # ours) by 0.7 / 1.4 / 1.2M: rounding up explains Slide-T only (PAPERS.md §8 T20 lists them as unreliable).
+    # ours) by 0.7 / 1.4 / 1.2M: rounding up explains Slide-T only (so they are not pinned tightly).
     # So: ours never exceeds the published figure and is within 1.5M below it.
     params_m = count_params(meta_model(name)) / 1e6
     published = PUBLISHED[name].params_m

@@ -118,7 +118,7 @@ def test_every_model_runs_forward_and_backward_at_a_reduced_size(name):
 # ---------------------------------------------------------------- published figures
 @pytest.mark.parametrize("name", PUBLISHED_NAMES)
 def test_parameter_count_equals_the_published_figure(name):
-    # PAPERS §8 T20: DeiT-Ti 5.7M, LocalViT-T 5.9M and LocalViT-S 22.4M match the official code; DeiT-S/B
+    # DeiT-Ti 5.7M, LocalViT-T 5.9M and LocalViT-S 22.4M match the official code; DeiT-S/B
     # (22.1M, 86.6M) and LocalViT-T-SE4 (9.4M) too. The papers round to 0.1M, so we do.
     assert round(count_params(meta_model(name)) / 1e6, 1) == PUBLISHED[name].params_m
 

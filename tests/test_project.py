@@ -79,11 +79,13 @@ def test_console_script_and_module_entry_point_agree():
     assert out.stdout.strip() == f"vitlocal {vitlocal.__version__}"
 
 
-def test_readme_quickstart_holds_the_install_and_test_commands():
+def test_readme_quickstart_holds_the_main_job_and_the_tests():
     text = (ROOT / "README.md").read_text()
     section = text.split("## Quickstart", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```bash\n(.*?)```", section, flags=re.S)
-    assert len(blocks) == 2
-    assert "pip install" in blocks[0]
-    assert "pytest" in blocks[1]
-    assert "bash .ci/run" not in blocks[1], "CI runs the README's command, not the other way round"
+    assert len(blocks) == 2, "exactly two blocks: the main job, then the tests (.ci/run runs the second)"
+    main_job, tests = blocks
+    assert all('pip install -e ".[lab,dev]"' in block for block in blocks), "each block installs the project"
+    assert "vitlocal compare" in main_job
+    assert "python -m pytest" in tests and "--nbval-lax" in tests
+    assert "bash .ci/run" not in tests, "CI runs the README's command, not the other way round"

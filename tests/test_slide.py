@@ -1,4 +1,4 @@
-"""Slide-Transformer properties (PAPERS.md §4, §8 T4-T8), each against an independent computation.
+"""Slide-Transformer properties, each against an independent computation.
 
 Independent references: ``F.unfold`` and ``F.conv2d`` (torch built-ins), naive Python loops, and the official
 forward re-expressed with plain reshapes/permutes in `official_forward` below.

@@ -3,11 +3,31 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import platform
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import vitlocal
+from vitlocal.check import add_check_parser
+
+# timm's name for our models, for `vitlocal bench` (timm has no LocalViT, CvT, CloFormer or Slide models)
+TIMM_NAMES = {
+    "deit_tiny": "deit_tiny_patch16_224",
+    "deit_small": "deit_small_patch16_224",
+    "deit_base": "deit_base_patch16_224",
+    "crossvit_tiny": "crossvit_tiny_240",
+    "crossvit_small": "crossvit_small_240",
+    "crossvit_base": "crossvit_base_240",
+    "crossvit_9": "crossvit_9_240",
+    "crossvit_15": "crossvit_15_240",
+    "crossvit_18": "crossvit_18_240",
+    "crossvit_9_dagger": "crossvit_9_dagger_240",
+    "crossvit_15_dagger": "crossvit_15_dagger_240",
+    "crossvit_18_dagger": "crossvit_18_dagger_240",
+    "swin_tiny": "swin_tiny_patch4_window7_224",
+}
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -29,6 +49,125 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _zoo(args: argparse.Namespace) -> int:
+    """Print every model's parameters and GMACs beside the papers' figures (a Markdown table)."""
+    from vitlocal.bench import format_zoo_table, zoo_rows
+    from vitlocal.models import list_models
+    from vitlocal.models.papers import PUBLISHED
+
+    names = list_models(args.pattern)
+    if not args.all:  # the paper models, in the order of the papers' table
+        names = [n for n in PUBLISHED if n in names]
+    if not names:
+        print(f"no model matches {args.pattern!r}; see `vitlocal zoo --all`", file=sys.stderr)
+        return 2
+    print(format_zoo_table(zoo_rows(names)))
+    return 0
+
+
+def _parse_settings(items: Sequence[str]) -> dict[str, Any]:
+    """``["mixup=0", "crop_scale=(0.35, 1)"]`` -> ``{"mixup": 0, "crop_scale": (0.35, 1)}`` (Python literals)."""
+    settings = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set {item!r} must look like KEY=VALUE, e.g. --set mixup=0")
+        try:
+            settings[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            settings[key] = value
+    return settings
+
+
+def _train_config(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
+    """The `TrainConfig` fields given on the command line."""
+    overrides = _parse_settings(args.set)
+    if args.drop_path is not None:
+        overrides["drop_path"] = args.drop_path
+    if args.ema is not None:
+        overrides["ema_decay"] = args.ema or None
+    names = ("data", "epochs", "batch_size", "img_size", "device", "seed", "compile", "recipe", "lr")
+    names += ("accum_steps", "workers", "in_memory", "channels_last", "stop_after", "limit_train", "limit_val")
+    return {name: getattr(args, name) for name in names} | {"overrides": overrides} | extra
+
+
+def _train(args: argparse.Namespace) -> int:
+    """Train one model; under torchrun every process runs this."""
+    from vitlocal.train import TrainConfig, train
+
+    train(TrainConfig(model=args.model, out=args.out, resume=args.resume, **_train_config(args)))
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    """The main job: train and evaluate models side by side with the same settings, print a table."""
+    from vitlocal.train import compare, format_results
+
+    rows = compare(args.models, out=args.out, **_train_config(args))
+    print(format_results(rows))
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    """Evaluate a checkpoint on a source's validation split."""
+    from vitlocal.train import evaluate_checkpoint
+
+    metrics = evaluate_checkpoint(
+        args.checkpoint, args.data, args.model, args.img_size, args.batch_size, args.device, args.ema
+    )
+    print(" ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    return 0
+
+
+def _timm_model(name: str, img_size: int) -> tuple[Any, str] | None:
+    """timm's implementation of ``name`` (if timm imports and has it), and the timm name; else None."""
+    try:  # broad: on CPU-only machines timm's torchvision import raises RuntimeError, not ImportError
+        import timm
+    except Exception:
+        return None
+    timm_name = TIMM_NAMES.get(name)
+    if timm_name is None:
+        return None
+    try:
+        return timm.create_model(timm_name, img_size=img_size, num_classes=1000), timm_name
+    except TypeError:  # a model without an img_size argument
+        return timm.create_model(timm_name, num_classes=1000), timm_name
+
+
+def _bench(args: argparse.Namespace) -> int:
+    """Training-step throughput and peak memory, ours beside timm's; or the data-loading throughput."""
+    from vitlocal.bench import count_params
+    from vitlocal.models import create_model
+    from vitlocal.train import measure_loading, measure_training
+
+    if args.data is not None:
+        result = measure_loading(args.data, args.img_size, args.batch_size, args.workers, args.steps, args.recipe)
+        print(" ".join(f"{k} {v:.1f}" for k, v in result.items()))
+        return 0
+    import torch
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    precision = "bf16 autocast" if device.startswith("cuda") else "fp32"
+    print(
+        f"training step (forward, backward, AdamW), batch {args.batch_size}, {args.img_size} px, {device}, {precision}"
+    )
+    print("| model | implementation | compiled | params (M) | img/s | peak memory (GiB) |")
+    print("|---|---|---|---|---|---|")
+    for name in args.model:
+        candidates = [(create_model(name, img_size=args.img_size), "vitlocal")]
+        if not args.no_timm and (theirs := _timm_model(name, args.img_size)) is not None:
+            candidates.append((theirs[0], f"timm {theirs[1]}"))
+        for net, impl in candidates:
+            for compiled in (False, True) if args.compile else (False,):
+                r = measure_training(net, args.img_size, args.batch_size, args.steps, device=device, compile=compiled)
+                memory = "-" if r["peak_mem_gib"] is None else f"{r['peak_mem_gib']:.2f}"
+                print(
+                    f"| {name} | {impl} | {'yes' if compiled else 'no'} | {count_params(net) / 1e6:.2f} | "
+                    f"{r['img_per_s']:.0f} | {memory} |"
+                )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vitlocal",
@@ -38,7 +177,110 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     info = commands.add_parser("info", help="print versions and the compute device")
     info.set_defaults(run=_info)
+    zoo = commands.add_parser("zoo", help="parameters and GMACs of the model zoo beside the papers' figures")
+    zoo.add_argument("pattern", nargs="?", default="*", help="shell-style model-name pattern (default: all)")
+    zoo.add_argument("--all", action="store_true", help="include presets and ablations that have no paper row")
+    zoo.set_defaults(run=_zoo)
+    add_check_parser(commands)
+    _add_train_commands(commands)
     return parser
+
+
+def _add_run_options(p: argparse.ArgumentParser, epochs: int, batch_size: int, img_size: int, recipe: str | None):
+    """The options `train` and `compare` share (the fields of `vitlocal.train.TrainConfig`)."""
+    p.add_argument(
+        "--data",
+        default="synthetic",
+        help="source: synthetic, imagenette[:PATH], cifar10[:PATH], "
+        "imagenet:PATH, imagenet100:PATH, or an ImageNet-layout folder / .tar.gz (default: synthetic)",
+    )
+    p.add_argument("--epochs", type=int, default=epochs, help=f"epochs (default {epochs})")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=batch_size,
+        help=f"global batch over all processes and accumulation steps (default {batch_size})",
+    )
+    p.add_argument("--img-size", type=int, default=img_size, help=f"training and eval resolution (default {img_size})")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: $VITLOCAL_DEVICE, else cuda if present)")
+    p.add_argument("--seed", type=int, default=0, help="seed of weights, data order and augmentation (default 0)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument(
+        "--recipe",
+        default=recipe,
+        help="training recipe: deit, localvit, crossvit, cvt, slide, cloformer (the papers' recipes) or light "
+        f"(short CPU runs); default: {recipe or 'the model family'}'s",
+    )
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: base_lr x batch / 512)")
+    p.add_argument("--drop-path", type=float, default=None, help="stochastic depth rate (default: the recipe's)")
+    p.add_argument("--ema", type=float, default=None, metavar="DECAY", help="EMA decay per step (0: no EMA)")
+    p.add_argument("--accum-steps", type=int, default=1, help="gradient accumulation steps (default 1)")
+    p.add_argument("--workers", type=int, default=None, help="data-loading processes per training process")
+    p.add_argument(
+        "--in-memory",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="decode the data set once into (device) memory (default: when it fits in 8 GiB)",
+    )
+    p.add_argument("--channels-last", action="store_true", help="NHWC memory format (conv-heavy models, GPU)")
+    p.add_argument(
+        "--stop-after",
+        type=int,
+        default=None,
+        metavar="EPOCHS",
+        help="stop this invocation after EPOCHS epochs (resume later; the schedule spans --epochs)",
+    )
+    p.add_argument("--limit-train", type=int, default=None, help="use at most this many training images")
+    p.add_argument("--limit-val", type=int, default=None, help="use at most this many validation images")
+    p.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change recipe or augmentation settings, e.g. --set mixup=0 warmup_epochs=1",
+    )
+
+
+def _add_train_commands(commands: argparse._SubParsersAction) -> None:
+    train = commands.add_parser("train", help="train a model (CPU, GPU, or several under torchrun)")
+    train.add_argument("--model", required=True, help="a model name (vitlocal.list_models())")
+    train.add_argument("--out", required=True, help="run folder: checkpoint.pt, metrics.jsonl, config.json")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    _add_run_options(train, epochs=10, batch_size=128, img_size=224, recipe=None)
+    train.set_defaults(run=_train)
+
+    compare = commands.add_parser(
+        "compare", help="the main job: train a LocalViT and its plain-ViT twin side by side, print a table"
+    )
+    compare.add_argument("--models", nargs="+", default=["deit_nano", "localvit_nano"], help="models to compare")
+    compare.add_argument("--out", default="runs/compare", help="folder for one run per model (default runs/compare)")
+    _add_run_options(compare, epochs=3, batch_size=64, img_size=32, recipe="light")
+    compare.set_defaults(run=_compare)
+
+    evaluate = commands.add_parser("eval", help="evaluate a checkpoint on a source's validation split")
+    evaluate.add_argument("--model", default=None, help="the model name (default: the checkpoint's)")
+    evaluate.add_argument("--checkpoint", required=True, help="a checkpoint.pt written by vitlocal train")
+    evaluate.add_argument("--data", required=True, help="source, as for train")
+    evaluate.add_argument("--img-size", type=int, default=None, help="resolution (default: the checkpoint's)")
+    evaluate.add_argument("--batch-size", type=int, default=256)
+    evaluate.add_argument("--device", default=None)
+    evaluate.add_argument("--ema", action="store_true", help="evaluate the EMA weights")
+    evaluate.set_defaults(run=_eval)
+
+    bench = commands.add_parser(
+        "bench", help="training-step img/s and peak memory (beside timm when installed), or data-loading img/s"
+    )
+    bench.add_argument("--model", nargs="+", default=["deit_tiny"], help="model names (default deit_tiny)")
+    bench.add_argument("--img-size", type=int, default=224)
+    bench.add_argument("--batch-size", type=int, default=64)
+    bench.add_argument("--steps", type=int, default=10, help="timed steps after 3 warm-up steps")
+    bench.add_argument("--device", default=None)
+    bench.add_argument("--compile", action="store_true", help="also measure torch.compile'd models")
+    bench.add_argument("--no-timm", action="store_true", help="skip timm's implementations")
+    bench.add_argument("--data", default=None, help="measure data loading of this source instead (streamed)")
+    bench.add_argument("--workers", type=int, default=1, help="with --data: loader processes (default 1)")
+    bench.add_argument("--recipe", default="deit", help="with --data: the recipe whose augmentation runs")
+    bench.set_defaults(run=_bench)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -47,7 +289,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    return args.run(args)
+    try:
+        return args.run(args)
+    except (ValueError, FileNotFoundError, FileExistsError) as err:  # a mistake in the arguments: one line
+        print(f"vitlocal {args.command}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ paper only calls ``f_i`` and ``g_i`` "projections to align dimensions"), with ``
 the identity where ``C_i == D``. That is our choice too: it reproduces the paper's Table 4 cost for
 CrossViT-S (+0.5M parameters for class-token and pairwise fusion, +0.2G MACs for pairwise fusion),
 where projections on the wide branch as well would give +1.3M and +0.35G (Table 4 is marked
-unverified in PAPERS.md):
+not checked against the paper's PDF):
 
     none:            out_i = x_i
     all-attention:   y = [f_0(x_0) || f_1(x_1)],   o = y + DropPath(MSA(LN(y))),   [o_0 || o_1] = o,   out_i = g_i(o_i)

@@ -1,0 +1,225 @@
+"""The training engine: learning, exact resume, DDP = one process, the schedule and EMA against their
+formulas, checkpoints, the command line, and a few steps on real Imagenette when ``../shared/data`` exists.
+
+Runs are tiny (16 px synthetic images, ``deit_nano``, a handful of steps) so the file stays fast on 2 cores.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from vitlocal import cli
+from vitlocal.data import build_data
+from vitlocal.train import Ema, TrainConfig, WarmupCosine, read_metrics, train
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+TIMING = ("img_per_s", "train_seconds", "epoch_seconds")
+TINY = dict(model="deit_nano", data="synthetic", img_size=16, recipe="light", limit_val=64)
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)["model"]
+
+
+def without_timing(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
+
+
+@pytest.fixture(autouse=True)
+def quiet(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    monkeypatch.delenv("VITLOCAL_SMOKE", raising=False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+
+
+def test_loss_decreases_on_synthetic(tmp_path: Path) -> None:
+    cfg = TrainConfig(
+        **(TINY | {"model": "localvit_nano"}), epochs=3, batch_size=32, limit_train=384, out=str(tmp_path)
+    )
+    history = train(cfg)
+    assert history[-1]["train_loss"] < history[0]["train_loss"] - 0.05  # measured: 2.31 -> 2.17
+    assert all(math.isfinite(row["val_loss"]) and 0 <= row["val_acc1"] <= 100 for row in history)
+    assert [row["epoch"] for row in read_metrics(tmp_path)] == [1, 2, 3]
+    keys = {"epoch", "lr", "train_loss", "val_loss", "val_acc1", "val_acc5", "img_per_s", "epoch_seconds"}
+    assert keys <= set(history[0])
+
+
+def test_resume_is_exact(tmp_path: Path) -> None:
+    """2 epochs in one go == 1 epoch, stop, resume to 2: same metrics, same weights, same EMA.
+
+    Drop path, flips, mixup and cutmix are on, so every random-number stream has to be restored.
+    """
+    cfg = dict(TINY, epochs=2, batch_size=16, limit_train=96, lr=1e-3)
+    cfg["overrides"] = {"drop_path": 0.1, "hflip": 0.5, "mixup": 0.8, "cutmix": 1.0, "ema_decay": 0.9}
+    straight = train(TrainConfig(**cfg, out=str(tmp_path / "a")))
+    train(TrainConfig(**cfg, out=str(tmp_path / "b"), stop_after=1))
+    assert len(read_metrics(tmp_path / "b")) == 1
+    resumed = train(TrainConfig(**cfg, out=str(tmp_path / "b"), resume=True))
+    assert without_timing(resumed) == without_timing(straight)
+    a, b = (torch.load(p / "checkpoint.pt", weights_only=True) for p in (tmp_path / "a", tmp_path / "b"))
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+        assert torch.equal(a["ema"]["module"][key], b["ema"]["module"][key]), key
+
+
+def test_ddp_two_processes_equal_one_process(tmp_path: Path) -> None:
+    """torchrun with 2 CPU processes (gloo), global batch 32 = 2 x 16, ends with one process's weights."""
+    args = ["--model", "deit_nano", "--data", "synthetic", "--epochs", "1", "--batch-size", "32", "--img-size", "16"]
+    args += ["--recipe", "light", "--lr", "1e-3", "--limit-train", "128", "--limit-val", "32", "--workers", "0"]
+    args += ["--set", "drop_path=0", "hflip=0"]  # nothing random that differs between processes
+    env = dict(os.environ, TQDM_DISABLE="1", OMP_NUM_THREADS="1")
+    run = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    done = subprocess.run(
+        [*run, "-m", "vitlocal", "train", *args, "--out", str(tmp_path / "ddp")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert cli.main(["train", *args, "--out", str(tmp_path / "one")]) == 0
+    ddp, one = weights(tmp_path / "ddp"), weights(tmp_path / "one")
+    for key in one:
+        torch.testing.assert_close(ddp[key], one[key], rtol=1e-4, atol=1e-5, msg=key)
+    assert read_metrics(tmp_path / "ddp")[0]["val_acc1"] == pytest.approx(read_metrics(tmp_path / "one")[0]["val_acc1"])
+
+
+def test_gradient_accumulation_equals_the_full_batch(tmp_path: Path) -> None:
+    cfg = dict(TINY, epochs=1, batch_size=32, limit_train=96, limit_val=16, lr=1e-3, overrides={"hflip": 0.0})
+    train(TrainConfig(**cfg, out=str(tmp_path / "full")))
+    train(TrainConfig(**cfg, out=str(tmp_path / "accum"), accum_steps=4))
+    full, accum = weights(tmp_path / "full"), weights(tmp_path / "accum")
+    for key in full:
+        torch.testing.assert_close(accum[key], full[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_warmup_cosine_follows_its_formula() -> None:
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.0)
+    schedule = WarmupCosine(opt, peak=1.0, total_steps=10, warmup_steps=4, warmup_lr=0.2, min_lr=0.1)
+    seen = []
+    for _ in range(12):
+        seen.append(opt.param_groups[0]["lr"])
+        schedule.step()
+    warm = [0.2 + 0.8 * s / 4 for s in range(4)]
+    cos = [0.1 + 0.45 * (1 + math.cos(math.pi * min(1, (s - 4) / 6))) for s in range(4, 12)]
+    assert seen == pytest.approx(warm + cos)
+
+
+def test_ema_follows_its_formula() -> None:
+    model = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
+    ema = Ema(model, decay=0.75)
+    before = {k: v.clone() for k, v in ema.module.state_dict().items()}
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+    model(torch.randn(4, 3))  # BatchNorm running statistics and its batch counter move
+    ema.update(model)
+    for key, value in ema.module.state_dict().items():
+        new = model.state_dict()[key]
+        expected = 0.75 * before[key] + 0.25 * new if new.dtype.is_floating_point else new
+        torch.testing.assert_close(value, expected)
+    assert ema.updates == 1
+
+
+def test_an_existing_run_needs_resume_and_the_same_settings(tmp_path: Path) -> None:
+    cfg = dict(TINY, epochs=1, batch_size=16, limit_train=32, limit_val=16, out=str(tmp_path))
+    train(TrainConfig(**cfg))
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(TrainConfig(**cfg))
+    with pytest.raises(ValueError, match="batch_size"):
+        train(TrainConfig(**(cfg | {"batch_size": 8}), resume=True))
+    assert train(TrainConfig(**cfg, resume=True))[0]["epoch"] == 1  # finished: nothing more to do
+
+
+def test_cli_errors_are_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    base = ["train", "--epochs", "1", "--batch-size", "8", "--out", str(tmp_path / "x")]
+    cases = {
+        "unknown model name": ["--model", "deit_nope", "--img-size", "32"],
+        "neither a source name": ["--model", "deit_nano", "--img-size", "32", "--data", str(tmp_path / "none")],
+        "must be a multiple of 4": ["--model", "deit_nano", "--img-size", "30"],
+        "multiple of processes x --accum-steps": ["--model", "deit_nano", "--img-size", "32", "--accum-steps", "3"],
+        "unknown recipe setting": ["--model", "deit_nano", "--img-size", "32", "--set", "mixupp=0"],
+    }
+    for message, args in cases.items():
+        assert cli.main(base + args) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+
+
+def test_smoke_train_eval_bench_and_compare_from_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VITLOCAL_SMOKE", "1")
+    run = tmp_path / "run"
+    args = ["train", "--model", "localvit_nano", "--epochs", "5", "--batch-size", "64", "--img-size", "32"]
+    args += ["--channels-last"]
+    assert cli.main([*args, "--out", str(run)]) == 0
+    assert len(read_metrics(run)) == 2  # smoke: at most 2 epochs
+    assert cli.main(["eval", "--checkpoint", str(run / "checkpoint.pt"), "--data", "synthetic"]) == 0
+    assert "val_acc1" in capsys.readouterr().out
+    bench = ["bench", "--model", "deit_nano", "--img-size", "32", "--batch-size", "4", "--steps", "1", "--no-timm"]
+    assert cli.main(bench) == 0
+    assert "| deit_nano | vitlocal | no |" in capsys.readouterr().out
+    assert cli.main(["compare", "--out", str(tmp_path / "compare")]) == 0
+    table = capsys.readouterr().out
+    assert "| deit_nano |" in table and "| localvit_nano |" in table
+
+
+def test_python_dash_m_entry_point_and_no_torchvision() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "vitlocal", "train", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0 and "--batch-size" in done.stdout and "--resume" in done.stdout
+    code = "import sys, vitlocal.train, vitlocal.data, vitlocal.plot, vitlocal.cli\n"
+    code += "assert 'torchvision' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_plot_runs(tmp_path: Path) -> None:
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    from vitlocal.plot import plot_runs
+
+    rows = [{"epoch": e, "train_loss": 2.0 / e, "val_loss": 2.1 / e, "val_acc1": 10.0 * e} for e in (1, 2)]
+    (tmp_path / "metrics.jsonl").write_text("".join(f"{row}\n".replace("'", '"') for row in rows))
+    fig = plot_runs([tmp_path, tmp_path / "metrics.jsonl"], labels=["a", "b"])
+    loss, acc = fig.axes
+    assert len(loss.lines) == 4 and list(acc.lines[0].get_ydata()) == [10.0, 20.0]
+
+
+@pytest.mark.skipif(
+    not (SHARED_DATA / "imagenette2-128.tar.gz").exists(),
+    reason="real-data check: ../shared/data/imagenette2-128.tar.gz is absent (only developer checkouts have it)",
+)
+def test_a_few_steps_on_real_imagenette(tmp_path_factory: pytest.TempPathFactory, monkeypatch) -> None:
+    monkeypatch.setenv("VITLOCAL_CACHE", str(tmp_path_factory.mktemp("cache")))  # extract outside the repository
+    source = f"imagenette:{SHARED_DATA / 'imagenette2-128.tar.gz'}"
+    out = tmp_path_factory.mktemp("run")
+    history = train(
+        TrainConfig(
+            model="deit_nano",
+            data=source,
+            img_size=32,
+            epochs=1,
+            batch_size=32,
+            recipe="deit",  # the full recipe: crop, flip, RandAugment, erasing, mixup / cutmix, on decoded pixels
+            lr=1e-3,
+            limit_train=128,
+            limit_val=64,
+            workers=0,
+            out=str(out),
+        )
+    )
+    assert math.isfinite(history[0]["train_loss"]) and history[0]["skipped"] == 0
+    assert 0 <= history[0]["val_acc1"] <= 100
+    streamed = build_data(source, 32, 16, in_memory=False, workers=1, limit=(32, 16))
+    x, y = next(iter(streamed.val))
+    assert x.shape == (16, 3, 32, 32) and len(streamed.classes) == 10 and y.max() < 10
