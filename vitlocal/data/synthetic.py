@@ -12,7 +12,8 @@ machine), small enough for a CPU, and built so that *only local structure* carri
 Mean colour, ink and position carry no label information: a model has to recognise a k x k shape
 wherever it lands. A depthwise convolution on the token lattice (LocalViT) sees neighbouring patches
 together from the first step; a plain ViT, which starts out close to a linear function of the mean
-patch (DeiT's 0.02-std initialisation), has no global cue to start from and needs far longer.
+patch (DeiT's 0.02-std initialisation), has no global cue to start from and stays near chance for hundreds
+of steps (measured on CPU: ``deit_nano`` at 10% after 375 steps of 64 images, ``localvit_nano`` at 81% after 125).
 """
 
 from __future__ import annotations
