@@ -137,6 +137,11 @@ def test_an_existing_run_needs_resume_and_the_same_settings(tmp_path: Path) -> N
     with pytest.raises(ValueError, match="batch_size"):
         train(TrainConfig(**(cfg | {"batch_size": 8}), resume=True))
     assert train(TrainConfig(**cfg, resume=True))[0]["epoch"] == 1  # finished: nothing more to do
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    state["rng"] = state["rng"] * 2  # as if two processes had trained it
+    torch.save(state, tmp_path / "checkpoint.pt")
+    with pytest.raises(ValueError, match="trained with 2 processes, not 1"):
+        train(TrainConfig(**cfg, resume=True))
 
 
 def test_cli_errors_are_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

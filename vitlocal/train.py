@@ -492,6 +492,11 @@ def _train(cfg: TrainConfig, procs: _Processes) -> list[dict[str, Any]]:
         schedule.load_state_dict(state["schedule"])
         if ema is not None:
             ema.load_state_dict(state["ema"])
+        if len(state["rng"]) != procs.world:  # each process resumes its own random streams
+            raise ValueError(
+                f"--resume: {out} was trained with {len(state['rng'])} processes, not {procs.world}; "
+                f"resume with --nproc_per_node={len(state['rng'])} (an exact resume needs the same process count)"
+            )
         rng = state["rng"][procs.rank]
         torch.set_rng_state(rng["cpu"])
         if "cuda" in rng:
