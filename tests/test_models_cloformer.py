@@ -278,7 +278,7 @@ def _group(key: str) -> str:
 
 
 def test_state_dict_layout_matches_the_official_module():
-    # fixture: the official cloformer_xxs().state_dict() key names and shapes (scratch script, no code kept).
+    # fixture: the official cloformer_xxs().state_dict() key names and shapes (from a run of the official code).
     # Same number of tensors; outside the stem and the attention the names are the official ones; inside them
     # (official ``conv1.conv.0``/``layernorm``, ``qkvs.0``/``convs.0``/``act_blocks.0``/``global_q``) the same
     # shapes per module.

@@ -107,7 +107,7 @@ def _independent_param_count(c: CvTConfig) -> int:
 
 @pytest.mark.parametrize("name", FULL)
 def test_params_match_published(name):
-    # CvT-13: 19.997M (the official code's count, verified in scratch) -> 20.0M (±0.5M);
+    # CvT-13: 19.997M (the official code's count, checked by running it) -> 20.0M (±0.5M);
     # CvT-21: 31.62M, published as 32M (rounded to the nearest million)
     model = meta_model(name)
     params = count_params(model)
@@ -243,7 +243,7 @@ def test_official_init():
 @pytest.mark.parametrize("name", ["cvt_13", "cvt_nano"])
 def test_no_weight_decay_matches_the_official_groups(name):
     # official: no_weight_decay() = {stage2.cls_token} + WITHOUT_WD_LIST ['bn', 'bias', 'ln'] (the depthwise convs
-    # ARE decayed); the scratch comparison found our groups identical to the official set_wd's
+    # ARE decayed); a comparison run against the official code found our groups identical to the official set_wd's
     model = meta_model(name)
     assert model.no_weight_decay() == {"stage2.cls_token"}
     decay, no_decay = param_groups(model, 0.05)
