@@ -307,7 +307,7 @@ def test_converter_rejects_other_checkpoints():
         ({"method": "linear"}, "broken"),
         ({"stride_kv": 0}, "stride_kv"),
         ({"num_classes": -1}, "num_classes"),
-        ({"pos_embed": True}, "overridable fields"),
+        ({"position_embedding": True}, "overridable fields"),
     ],
 )
 def test_bad_overrides_raise_helpful_errors(overrides, message):
@@ -335,3 +335,21 @@ def test_ablations_build_and_run():
             out = model(torch.randn(2, 3, 32, 32))
         assert out.shape == ((2, 128) if overrides.get("num_classes") == 0 else (2, 10))
         assert torch.isfinite(out).all()
+
+
+def test_position_embedding_ablation_adds_one_table_per_stage_exempt_from_decay():
+    """Table 5's ablation: ``pos_embed=True`` adds a learned (1, h_i w_i, C_i) table to each stage; the released
+    model has none, and the ablation refuses an input size its tables do not fit."""
+    plain = create_model("cvt_nano")
+    model = create_model("cvt_nano", pos_embed=True)
+    assert not any("pos_embed" in name for name, _ in plain.named_parameters())
+    tables = {name: p.shape for name, p in model.named_parameters() if "pos_embed" in name}
+    assert tables == {
+        "stage0.pos_embed": (1, 64, 32),
+        "stage1.pos_embed": (1, 16, 64),
+        "stage2.pos_embed": (1, 4, 128),
+    }
+    assert set(tables) <= model.no_weight_decay()
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    with pytest.raises(ValueError, match="position embedding for 64 tokens"):
+        model(torch.randn(1, 3, 64, 64))

@@ -18,7 +18,8 @@ from torch import nn
 
 from vitlocal import cli
 from vitlocal.data import build_data
-from vitlocal.train import Ema, TrainConfig, WarmupCosine, read_metrics, train
+from vitlocal.records import read_metrics
+from vitlocal.train import Ema, TrainConfig, WarmupCosine, train
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

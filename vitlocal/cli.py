@@ -88,7 +88,8 @@ def _train_config(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
         overrides["ema_decay"] = args.ema or None
     names = ("data", "epochs", "batch_size", "img_size", "device", "seed", "compile", "recipe", "lr")
     names += ("accum_steps", "workers", "in_memory", "channels_last", "stop_after", "limit_train", "limit_val")
-    return {name: getattr(args, name) for name in names} | {"overrides": overrides} | extra
+    model_args = _parse_settings(args.model_set)
+    return {name: getattr(args, name) for name in names} | {"overrides": overrides, "model_args": model_args} | extra
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -101,10 +102,36 @@ def _train(args: argparse.Namespace) -> int:
 
 def _compare(args: argparse.Namespace) -> int:
     """The main job: train and evaluate models side by side with the same settings, print a table."""
-    from vitlocal.train import compare, format_results
+    from vitlocal.study import compare, format_results
 
     rows = compare(args.models, out=args.out, **_train_config(args))
     print(format_results(rows))
+    return 0
+
+
+def _study(args: argparse.Namespace) -> int:
+    """Train every arm of a study (resuming what was done), write the results file, print the table."""
+    from vitlocal.study import STUDIES, _data_identity, run_study, study_table
+
+    if args.list or args.name is None:
+        for study in STUDIES.values():
+            print(
+                f"{study.name}: {len(study.arms)} arms x {len(study.seeds)} seeds, {study.epochs} epochs at "
+                f"{study.img_size} px. {study.claim}"
+            )
+        return 0
+    given = [f"--{k.replace('_', '-')} {v}" for k, v in (("epochs", args.epochs), ("device", args.device)) if v]
+    if args.seeds:
+        given.append("--seeds " + " ".join(map(str, args.seeds)))
+    if args.results:
+        given.append(f"--results {args.results}")
+    command = " ".join(
+        [f"vitlocal study {args.name} --data {_data_identity(args.data)['data']} --out {args.out}", *given]
+    )
+    rows = run_study(
+        args.name, args.data, args.out, args.results, args.epochs, args.seeds, args.arms, args.device, command
+    )
+    print(study_table(rows))
     return 0
 
 
@@ -239,6 +266,13 @@ def _add_run_options(p: argparse.ArgumentParser, epochs: int, batch_size: int, i
         metavar="KEY=VALUE",
         help="change recipe or augmentation settings, e.g. --set mixup=0 warmup_epochs=1",
     )
+    p.add_argument(
+        "--model-set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change model config fields, e.g. --model-set locality_layers=low gate=None",
+    )
 
 
 def _add_train_commands(commands: argparse._SubParsersAction) -> None:
@@ -256,6 +290,20 @@ def _add_train_commands(commands: argparse._SubParsersAction) -> None:
     compare.add_argument("--out", default="runs/compare", help="folder for one run per model (default runs/compare)")
     _add_run_options(compare, epochs=3, batch_size=64, img_size=32, recipe="light")
     compare.set_defaults(run=_compare)
+
+    study = commands.add_parser(
+        "study", help="train a study's configurations the same way (resumable), write results, print a table"
+    )
+    study.add_argument("name", nargs="?", help="families, localvit, crossvit-fusion or cvt-pos (--list: all)")
+    study.add_argument("--list", action="store_true", help="list the studies and what each should show")
+    study.add_argument("--data", default="synthetic", help="source, as for train (e.g. imagenette:PATH)")
+    study.add_argument("--out", default="runs/study", help="folder of the run folders (default runs/study)")
+    study.add_argument("--results", default=None, help="results file (JSON lines; default OUT/results.jsonl)")
+    study.add_argument("--epochs", type=int, default=None, help="epochs per run (default: the study's)")
+    study.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default: the study's)")
+    study.add_argument("--arms", nargs="+", default=None, help="only these arms (labels, as in the table)")
+    study.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
+    study.set_defaults(run=_study)
 
     evaluate = commands.add_parser("eval", help="evaluate a checkpoint on a source's validation split")
     evaluate.add_argument("--model", default=None, help="the model name (default: the checkpoint's)")

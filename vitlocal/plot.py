@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from vitlocal.train import read_metrics
+from vitlocal.records import read_metrics
 
 __all__ = ["plot_runs"]
 

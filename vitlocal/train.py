@@ -27,7 +27,7 @@ import math
 import os
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,14 +38,13 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from vitlocal.data import Augment, Batches, build_data, parse_source, soft_cross_entropy
+from vitlocal.data import Batches, build_data, parse_source, soft_cross_entropy
 from vitlocal.models import create_model
 from vitlocal.models.common import param_groups
+from vitlocal.recipes import RECIPES, Recipe, default_recipe, with_overrides
+from vitlocal.records import read_metrics, save_atomically, write_jsonl
 
 __all__ = [
-    "Recipe",
-    "RECIPES",
-    "default_recipe",
     "TrainConfig",
     "smoke_mode",
     "WarmupCosine",
@@ -53,67 +52,9 @@ __all__ = [
     "train",
     "evaluate",
     "evaluate_checkpoint",
-    "read_metrics",
     "measure_training",
     "measure_loading",
-    "compare",
-    "format_results",
 ]
-
-
-# ---------------------------------------------------------------- recipes (as each paper publishes them)
-@dataclass(frozen=True)
-class Recipe:
-    """The optimisation and augmentation settings of one paper (defaults: DeiT's ``main.py``)."""
-
-    base_lr: float = 5e-4  # peak LR per 512 images
-    weight_decay: float = 0.05
-    warmup_epochs: float = 5.0
-    warmup_lr: float = 1e-6
-    min_lr: float = 1e-5
-    scale_schedule_lr: bool = False  # Swin-style trainers scale warmup_lr and min_lr by batch / 512 too
-    drop_path: float = 0.1
-    clip_grad: float | None = None  # max global gradient norm
-    ema_decay: float | None = None  # per optimizer step
-    crop_pct: float = 0.875  # eval: resize to S / crop_pct, centre-crop S
-    augment: Augment = field(default_factory=Augment)
-
-
-_SWIN_STYLE = dict(warmup_epochs=20.0, warmup_lr=5e-7, min_lr=5e-6, scale_schedule_lr=True, clip_grad=5.0)
-RECIPES: dict[str, Recipe] = {
-    "deit": Recipe(ema_decay=0.99996),
-    "localvit": Recipe(ema_decay=0.99996),  # DeiT's main.py, unchanged
-    "crossvit": Recipe(warmup_epochs=30.0),  # the paper's 32-GPU run; no EMA
-    # CvT scales a yaml LR by the number of GPUs; at its 256 images per GPU that is 5e-4 x B / 512.
-    # drop path 0.1 acts on the last stage only (0 / 0 / 0.1)
-    "cvt": Recipe(),
-    "slide": Recipe(drop_path=0.2, **_SWIN_STYLE),  # main.py (no EMA); main_ema.py would add 0.9999
-    "cloformer": Recipe(drop_path=0.0, **_SWIN_STYLE),  # XXS: 0; XS and S: 0.06
-    # NOT from a paper: short runs of small models on small or synthetic data (the CPU main job)
-    "light": Recipe(
-        base_lr=1.6e-2,  # 2e-3 at batch 64
-        warmup_epochs=0.5,
-        drop_path=0.0,
-        augment=Augment(crop_scale=None, randaugment=None, color_jitter=0.0, mixup=0.0, cutmix=0.0, erase=0.0),
-    ),
-}
-
-
-def default_recipe(model: str) -> str:
-    """The recipe a model's paper used, from its name (``swin_*`` trains like Slide-Swin); else DeiT's."""
-    family = model.split("_")[0]
-    return {"swin": "slide"}.get(family, family if family in RECIPES else "deit")
-
-
-def _with_overrides(recipe: Recipe, overrides: dict[str, Any]) -> Recipe:
-    """``recipe`` with fields of it or of its `Augment` replaced; an unknown name is an error listing the valid ones."""
-    top = {f.name for f in fields(Recipe)} - {"augment"}
-    aug = {f.name for f in fields(Augment)}
-    unknown = sorted(set(overrides) - top - aug)
-    if unknown:
-        raise ValueError(f"unknown recipe setting(s) {unknown}; valid: {sorted(top | aug)}")
-    augment = replace(recipe.augment, **{k: v for k, v in overrides.items() if k in aug})
-    return replace(recipe, augment=augment, **{k: v for k, v in overrides.items() if k in top})
 
 
 # ---------------------------------------------------------------- configuration
@@ -134,6 +75,7 @@ class TrainConfig:
     recipe: str | None = None  # None: the model family's (`default_recipe`)
     lr: float | None = None  # peak LR; None: the recipe's base_lr x batch_size / 512
     overrides: dict[str, Any] = field(default_factory=dict)  # recipe / augment fields, e.g. {"mixup": 0.0}
+    model_args: dict[str, Any] = field(default_factory=dict)  # model config fields, e.g. {"locality_layers": "low"}
     accum_steps: int = 1
     workers: int | None = None  # data-loading processes per training process; None: the cores (at most 8)
     in_memory: bool | None = None  # None: decide from the data size
@@ -144,7 +86,18 @@ class TrainConfig:
 
 
 # fields a resumed run must share with its checkpoint
-_RUN_IDENTITY = ("model", "data", "batch_size", "img_size", "seed", "recipe", "lr", "overrides", "accum_steps")
+_RUN_IDENTITY = (
+    "model",
+    "model_args",
+    "data",
+    "batch_size",
+    "img_size",
+    "seed",
+    "recipe",
+    "lr",
+    "overrides",
+    "accum_steps",
+)
 
 
 def smoke_mode() -> bool:
@@ -300,24 +253,6 @@ def _all_rng_states(procs: _Processes) -> list[dict[str, torch.Tensor]]:
     return states
 
 
-def _save_atomically(state: dict[str, Any], path: Path) -> None:
-    """Write to a temporary file and rename it: a crash mid-write never leaves a broken checkpoint."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def read_metrics(run: str | Path) -> list[dict[str, Any]]:
-    """The per-epoch rows of a run folder's ``metrics.jsonl`` (or of that file itself)."""
-    path = Path(run)
-    path = path / "metrics.jsonl" if path.is_dir() else path
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def _write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-
-
 # ---------------------------------------------------------------- evaluation
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: Batches, world: int = 1, channels_last: bool = False) -> dict[str, float]:
@@ -431,14 +366,14 @@ def _train(cfg: TrainConfig, procs: _Processes) -> list[dict[str, Any]]:
         )
     if cfg.recipe is not None and cfg.recipe not in RECIPES:
         raise ValueError(f"--recipe {cfg.recipe!r} is unknown; recipes: {', '.join(RECIPES)}")
-    recipe = _with_overrides(RECIPES[cfg.recipe or default_recipe(cfg.model)], cfg.overrides)
+    recipe = with_overrides(RECIPES[cfg.recipe or default_recipe(cfg.model)], cfg.overrides)
     out = Path(cfg.out)
     checkpoint = out / "checkpoint.pt"
     if checkpoint.exists() and not cfg.resume:
         raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
 
-    with torch.device("meta"):  # fail fast, before any data is decoded: unknown model, impossible img_size
-        create_model(cfg.model, img_size=cfg.img_size)
+    with torch.device("meta"):  # fail fast, before any data is decoded: unknown model or field, bad img_size
+        create_model(cfg.model, img_size=cfg.img_size, **cfg.model_args)
     data = build_data(
         cfg.data,
         cfg.img_size,
@@ -458,7 +393,11 @@ def _train(cfg: TrainConfig, procs: _Processes) -> list[dict[str, Any]]:
         raise ValueError(f"--batch-size {cfg.batch_size} exceeds the {data.train.num_images} training images; lower it")
     torch.manual_seed(cfg.seed)  # the same initial weights in every process
     model = create_model(
-        cfg.model, num_classes=data.num_classes, img_size=cfg.img_size, drop_path_rate=recipe.drop_path
+        cfg.model,
+        num_classes=data.num_classes,
+        img_size=cfg.img_size,
+        drop_path_rate=recipe.drop_path,
+        **cfg.model_args,
     )
     torch.manual_seed(cfg.seed + procs.rank)  # but different drop-path draws
     has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
@@ -484,7 +423,7 @@ def _train(cfg: TrainConfig, procs: _Processes) -> list[dict[str, Any]]:
     start, history = 0, []
     if cfg.resume and checkpoint.exists():
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        changed = [k for k in _RUN_IDENTITY if state["config"][k] != asdict(cfg)[k]]
+        changed = [k for k in _RUN_IDENTITY if state["config"].get(k, {}) != asdict(cfg)[k]]
         if changed:
             raise ValueError(f"--resume: {out} was trained with other {changed}; keep them or choose another --out")
         model.load_state_dict(state["model"])
@@ -502,7 +441,8 @@ def _train(cfg: TrainConfig, procs: _Processes) -> list[dict[str, Any]]:
         if "cuda" in rng:
             torch.cuda.set_rng_state(rng["cuda"], procs.device)
         start = state["epoch"]
-        history = [row for row in read_metrics(out) if row["epoch"] <= start] if procs.main else []
+        # the metrics travel inside the checkpoint: metrics.jsonl may lag it by an epoch after a crash
+        history = state["history"] if "history" in state else [r for r in read_metrics(out) if r["epoch"] <= start]
         say(f"resumed {out} after epoch {start}")
     elif procs.main:
         out.mkdir(parents=True, exist_ok=True)
@@ -541,9 +481,10 @@ def _train(cfg: TrainConfig, procs: _Processes) -> list[dict[str, Any]]:
         }
         row["epoch_seconds"] = time.perf_counter() - t0
         history.append(row)
+        state["history"] = history
         if procs.main:
-            _save_atomically(state, checkpoint)
-            _write_metrics(out / "metrics.jsonl", history)
+            save_atomically(state, checkpoint)
+            write_jsonl(out / "metrics.jsonl", history)
             say(
                 f"epoch {epoch + 1}/{cfg.epochs}  lr {row['lr']:.2e}  train {row['train_loss']:.3f}  "
                 f"val {row['val_loss']:.3f}  acc1 {row['val_acc1']:.1f}%  acc5 {row['val_acc5']:.1f}%  "
@@ -569,9 +510,9 @@ def evaluate_checkpoint(
     if model is not None and model != cfg["model"]:
         raise ValueError(f"{checkpoint} holds a {cfg['model']}, not a {model}; pass --model {cfg['model']}")
     dev = _pick_device(device)
-    recipe = _with_overrides(RECIPES[cfg["recipe"] or default_recipe(name)], cfg["overrides"])
+    recipe = with_overrides(RECIPES[cfg["recipe"] or default_recipe(name)], cfg["overrides"])
     batches = build_data(data, size, batch_size, crop_pct=recipe.crop_pct, device=dev, limit=(1, None)).val
-    net = create_model(name, num_classes=len(state["classes"]), img_size=size).to(dev)
+    net = create_model(name, num_classes=len(state["classes"]), img_size=size, **cfg.get("model_args", {})).to(dev)
     if use_ema and state["ema"] is None:
         raise ValueError(f"{checkpoint} has no EMA weights (its recipe had ema_decay=None)")
     net.load_state_dict(state["ema"]["module"] if use_ema else state["model"])
@@ -647,50 +588,3 @@ def measure_loading(
         "per_worker": decode / max(1, workers),
         "augmented_img_per_s": rate(data.train),
     }
-
-
-# ---------------------------------------------------------------- the main job: a model and its twin
-def compare(models: list[str], out: str | Path = "runs/compare", **config: Any) -> list[dict[str, Any]]:
-    """Train and evaluate each model with the same `TrainConfig` settings (``config``), in ``out/<model>``.
-
-    A finished run is not trained again (``resume``), so a second call only prints. Returns one row per
-    model: parameters, MACs, the last epoch's validation metrics, training img/s and minutes.
-    """
-    from vitlocal.bench import count_macs, count_params
-
-    rows = []
-    for name in models:
-        cfg = TrainConfig(model=name, out=str(Path(out) / name), resume=True, **config)
-        history = train(cfg)
-        classes = torch.load(Path(cfg.out) / "checkpoint.pt", map_location="cpu", weights_only=True)["classes"]
-        net = create_model(name, num_classes=len(classes), img_size=cfg.img_size)
-        last = history[-1]
-        rows.append(
-            {
-                "model": name,
-                "classes": len(classes),
-                "params_m": count_params(net) / 1e6,
-                "gmacs": count_macs(net, cfg.img_size) / 1e9,
-                "epochs": last["epoch"],
-                "val_acc1": last["val_acc1"],
-                "val_loss": last["val_loss"],
-                "img_per_s": sum(r["img_per_s"] for r in history) / len(history),
-                "minutes": sum(r["epoch_seconds"] for r in history) / 60,
-            }
-        )
-    return rows
-
-
-def format_results(rows: list[dict[str, Any]]) -> str:
-    """A Markdown table of `compare` rows, and the accuracy of guessing."""
-    lines = [
-        "| model | params (M) | GMACs | epochs | val top-1 (%) | val loss | train img/s | minutes |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['model']} | {r['params_m']:.2f} | {r['gmacs']:.3f} | {r['epochs']} | {r['val_acc1']:.1f} | "
-            f"{r['val_loss']:.3f} | {r['img_per_s']:.0f} | {r['minutes']:.1f} |"
-        )
-    chance = {f"{100 / r['classes']:.1f}%" for r in rows}
-    return "\n".join(lines) + f"\n\nchance (guessing): {', '.join(sorted(chance))}"

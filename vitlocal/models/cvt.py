@@ -89,6 +89,9 @@ class CvTConfig:
     kernel_qkv: int = 3
     stride_kv: int = 2  # "squeezed" K/V; 1 is the paper's Table 7 ablation
     padding_kv: int = 1
+    # NOT in the released code (every stage runs without one): the paper's Table 5 ablation adds a learned
+    # absolute position embedding to each stage's tokens; True builds it (then the input size is fixed)
+    pos_embed: bool = False
 
 
 def _is_int(value: object) -> bool:
@@ -195,7 +198,8 @@ class CvTStage(nn.Module):
     """One stage (official ``VisionTransformer``): ``(B, C_in, H, W) -> ((B, C, h, w), (B, 1, C) or None)``.
 
     Conv token embedding -> [class token] -> embedding dropout -> blocks -> the patch tokens back on their map,
-    the class token returned separately. No position embedding (quirk: no parameter is even created).
+    the class token returned separately. No position embedding (quirk: no parameter is even created), unless the
+    ``pos_embed=True`` ablation asks for one.
     """
 
     def __init__(self, stage: int, in_chans: int, config: CvTConfig, drop_path: list[float]) -> None:
@@ -207,6 +211,10 @@ class CvTStage(nn.Module):
         )  # X_i = LN(Conv2d_{k, s, p}(X_{i-1}))
         # quirk: the class token exists only in the last stage; zeros, then trunc-normal(0.02) (below)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if with_cls_token else None
+        self.pos_embed = None
+        if c.pos_embed:  # ablation only: one learned vector per position of this stage's map (Table 5)
+            side = stage_grids(c)[stage]
+            self.pos_embed = nn.Parameter(torch.zeros(1, side * side, dim))
         self.pos_drop = nn.Dropout(c.drop_rate)  # official name; it drops the embedded tokens
         self.blocks = nn.ModuleList(CvTBlock(dim, c.num_heads[stage], c, with_cls_token, rate) for rate in drop_path)
 
@@ -215,12 +223,21 @@ class CvTStage(nn.Module):
         # 1/0); convs keep PyTorch's default
         if self.cls_token is not None:
             nn.init.trunc_normal_(self.cls_token, std=0.02)
+        if self.pos_embed is not None:
+            nn.init.trunc_normal_(self.pos_embed, std=0.02)
         self.apply(init_vit_weights)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         x = self.patch_embed(x)  # (B, C, h, w)
         h, w = x.shape[-2:]
         x = img2seq(x)  # b c h w -> b (h w) c
+        if self.pos_embed is not None:
+            if self.pos_embed.shape[1] != h * w:
+                raise ValueError(
+                    f"this CvT has a position embedding for {self.pos_embed.shape[1]} tokens per map, but the input "
+                    f"gives a {h}x{w} map; feed the img_size it was built for"
+                )
+            x = x + self.pos_embed  # z = x + E_pos (patch tokens only; the class token joins after)
         if self.cls_token is not None:
             x = join_cls(self.cls_token.expand(x.shape[0], -1, -1), x)  # [x_cls | patches]
         x = self.pos_drop(x)
@@ -268,7 +285,8 @@ class ConvolutionalVisionTransformer(nn.Module):
     def no_weight_decay(self) -> set[str]:
         """The class token (official ``no_weight_decay``; BN, LN and biases are 1-D and skipped by the trainer,
         as the official ``WITHOUT_WD_LIST: ['bn', 'bias', 'ln']``)."""
-        return {f"stage{i}.cls_token" for i, stage in enumerate(self.stages) if stage.cls_token is not None}
+        names = {f"stage{i}.cls_token" for i, stage in enumerate(self.stages) if stage.cls_token is not None}
+        return names | {f"stage{i}.pos_embed" for i, stage in enumerate(self.stages) if stage.pos_embed is not None}
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, in_chans, H, W)`` -> ``(B, C)``: the last stage's class token, layer-normalised."""
