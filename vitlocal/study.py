@@ -13,7 +13,6 @@ was interrupted (or whose results file was committed) continues where it stopped
 
 from __future__ import annotations
 
-import hashlib
 import platform
 import re
 import statistics
@@ -27,6 +26,7 @@ import torch
 
 from vitlocal.bench import count_macs, count_params
 from vitlocal.data import parse_source
+from vitlocal.data.sources import _sha256
 from vitlocal.models import create_model
 from vitlocal.records import read_jsonl, write_jsonl
 from vitlocal.train import TrainConfig, smoke_mode, train
@@ -141,19 +141,13 @@ def _machine() -> str:
 
 
 def _data_identity(data: str) -> dict[str, str]:
-    """The source as a learner would name it (no folders) and, for a local file, its sha256."""
+    """The source as a learner would name it (no folders) and, for a local archive, its sha256."""
     name, path = parse_source(data)
     if path is None:
         return {"data": name}
     file = Path(path)
-    shown = f"{name}:{file.name}" if name else file.name
-    if not file.is_file():
-        return {"data": shown}
-    digest = hashlib.sha256()
-    with file.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return {"data": shown, "data_sha256": digest.hexdigest()}
+    shown = file.name if name == "folder" else f"{name}:{file.name}"
+    return {"data": shown} | ({"data_sha256": _sha256(file)} if file.is_file() else {})
 
 
 def _settings(study: Study, epochs: int) -> dict[str, Any]:
