@@ -10,10 +10,12 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 import vitlocal.study
 from vitlocal import cli
-from vitlocal.records import read_jsonl, read_metrics
+from vitlocal.models import create_model
+from vitlocal.records import load_model, read_jsonl, read_metrics
 from vitlocal.study import STUDIES, run_study, study_table
 
 REPO = Path(__file__).resolve().parents[1]
@@ -124,3 +126,19 @@ def test_committed_results_have_every_field_and_beat_chance(path: Path) -> None:
     for r in rows:
         assert r["final_acc1"] > 2 * 100 / r["classes"], f"{r['arm']} seed {r['seed']} is near chance"
         assert len(r["curve"]) == r["epochs"] and r["machine"] and r["command"].startswith("vitlocal study")
+
+
+def test_load_model_rebuilds_a_run_trained_or_as_it_started(tmp_path: Path) -> None:
+    run_study("cvt-pos", "synthetic", tmp_path, epochs=1, seeds=[2], arms=["position embedding"])
+    run = tmp_path / "position-embedding-s2"
+    trained, initial = load_model(run), load_model(run, initial=True)
+    saved = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)["model"]
+    assert not trained.training and "stage0.pos_embed" in saved  # the arm's model change is rebuilt too
+    assert all(torch.equal(v, saved[k]) for k, v in trained.state_dict().items())
+    torch.manual_seed(2)
+    fresh = create_model("cvt_nano", num_classes=10, img_size=32, pos_embed=True)
+    assert all(torch.equal(v, fresh.state_dict()[k]) for k, v in initial.state_dict().items())
+    assert not torch.equal(trained.stage0.pos_embed, initial.stage0.pos_embed)  # training moved it
+    before = torch.random.get_rng_state()
+    load_model(run, initial=True)
+    assert torch.equal(torch.random.get_rng_state(), before)  # the caller's random stream is untouched
