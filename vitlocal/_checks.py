@@ -7,6 +7,10 @@ got and what would work, instead of an opaque error from deep inside a conv or a
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from typing import Any
+
 import torch
 
 
@@ -51,3 +55,22 @@ def check_divides(divisor: int, value: int, divisor_name: str, value_name: str) 
     if value % divisor != 0:
         works = [d for d in range(1, value + 1) if value % d == 0]
         raise ValueError(f"{divisor_name}={divisor} must divide {value_name}={value}; values that work: {works}")
+
+
+def load_torch_file(path: str | os.PathLike, argument: str) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU, failing with a message that names ``argument`` and the file.
+
+    ``weights_only=True`` unpickles tensors and plain containers only, never code, so a checkpoint from
+    elsewhere cannot run anything when it is read.
+    """
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{argument} {path} does not exist (or is not a file); check the path")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises RuntimeError, EOFError, KeyError, UnpicklingError ... for a bad file
+        detail = (str(err).strip().splitlines() or [""])[0][:80]
+        raise ValueError(
+            f"{argument} {path} cannot be read as a PyTorch checkpoint ({type(err).__name__}: {detail}): it is "
+            f"damaged (cut short?), not a checkpoint, or holds Python objects beyond tensors (never unpickled, for "
+            f"safety); pass a checkpoint.pt written by vitlocal train or an official released checkpoint"
+        ) from err

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import ast
+import math
 import platform
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import vitlocal
@@ -28,6 +29,28 @@ TIMM_NAMES = {
     "crossvit_18_dagger": "crossvit_18_dagger_240",
     "swin_tiny": "swin_tiny_patch4_window7_224",
 }
+
+
+def _checked(kind: Callable[[str], Any], valid: Callable[[Any], bool], what: str) -> Callable[[str], Any]:
+    """An argparse ``type``: ``kind(text)`` when ``valid``; else argparse's error naming the option, the value and
+    ``what`` would work (exit code 2)."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not valid(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+        return value
+
+    return parse
+
+
+POSITIVE_INT = _checked(int, lambda v: v >= 1, "a whole number >= 1")
+COUNT = _checked(int, lambda v: v >= 0, "a whole number >= 0")
+POSITIVE = _checked(float, lambda v: 0 < v < math.inf, "a positive number, e.g. 1e-3")
+FRACTION = _checked(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -72,7 +95,7 @@ def _parse_settings(items: Sequence[str]) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep:
             raise ValueError(f"--set {item!r} must look like KEY=VALUE, e.g. --set mixup=0")
-        try:
+        try:  # Python literals only (numbers, strings, tuples, lists, dicts, True, None): it never runs code
             settings[key] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
             settings[key] = value
@@ -221,14 +244,16 @@ def _add_run_options(p: argparse.ArgumentParser, epochs: int, batch_size: int, i
         help="source: synthetic, imagenette[:PATH], cifar10[:PATH], "
         "imagenet:PATH, imagenet100:PATH, or an ImageNet-layout folder / .tar.gz (default: synthetic)",
     )
-    p.add_argument("--epochs", type=int, default=epochs, help=f"epochs (default {epochs})")
+    p.add_argument("--epochs", type=POSITIVE_INT, default=epochs, help=f"epochs (default {epochs})")
     p.add_argument(
         "--batch-size",
-        type=int,
+        type=POSITIVE_INT,
         default=batch_size,
         help=f"global batch over all processes and accumulation steps (default {batch_size})",
     )
-    p.add_argument("--img-size", type=int, default=img_size, help=f"training and eval resolution (default {img_size})")
+    p.add_argument(
+        "--img-size", type=POSITIVE_INT, default=img_size, help=f"training and eval resolution (default {img_size})"
+    )
     p.add_argument("--device", default=None, help="cpu or cuda (default: $VITLOCAL_DEVICE, else cuda if present)")
     p.add_argument("--seed", type=int, default=0, help="seed of weights, data order and augmentation (default 0)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
@@ -238,11 +263,11 @@ def _add_run_options(p: argparse.ArgumentParser, epochs: int, batch_size: int, i
         help="training recipe: deit, localvit, crossvit, cvt, slide, cloformer (the papers' recipes) or light "
         f"(short CPU runs); default: {recipe or 'the model family'}'s",
     )
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: base_lr x batch / 512)")
-    p.add_argument("--drop-path", type=float, default=None, help="stochastic depth rate (default: the recipe's)")
-    p.add_argument("--ema", type=float, default=None, metavar="DECAY", help="EMA decay per step (0: no EMA)")
-    p.add_argument("--accum-steps", type=int, default=1, help="gradient accumulation steps (default 1)")
-    p.add_argument("--workers", type=int, default=None, help="data-loading processes per training process")
+    p.add_argument("--lr", type=POSITIVE, default=None, help="peak learning rate (default: base_lr x batch / 512)")
+    p.add_argument("--drop-path", type=FRACTION, default=None, help="stochastic depth rate (default: the recipe's)")
+    p.add_argument("--ema", type=FRACTION, default=None, metavar="DECAY", help="EMA decay per step (0: no EMA)")
+    p.add_argument("--accum-steps", type=POSITIVE_INT, default=1, help="gradient accumulation steps (default 1)")
+    p.add_argument("--workers", type=COUNT, default=None, help="data-loading processes per training process")
     p.add_argument(
         "--in-memory",
         action=argparse.BooleanOptionalAction,
@@ -252,13 +277,13 @@ def _add_run_options(p: argparse.ArgumentParser, epochs: int, batch_size: int, i
     p.add_argument("--channels-last", action="store_true", help="NHWC memory format (conv-heavy models, GPU)")
     p.add_argument(
         "--stop-after",
-        type=int,
+        type=POSITIVE_INT,
         default=None,
         metavar="EPOCHS",
         help="stop this invocation after EPOCHS epochs (resume later; the schedule spans --epochs)",
     )
-    p.add_argument("--limit-train", type=int, default=None, help="use at most this many training images")
-    p.add_argument("--limit-val", type=int, default=None, help="use at most this many validation images")
+    p.add_argument("--limit-train", type=POSITIVE_INT, default=None, help="use at most this many training images")
+    p.add_argument("--limit-val", type=POSITIVE_INT, default=None, help="use at most this many validation images")
     p.add_argument(
         "--set",
         nargs="+",
@@ -299,7 +324,7 @@ def _add_train_commands(commands: argparse._SubParsersAction) -> None:
     study.add_argument("--data", default="synthetic", help="source, as for train (e.g. imagenette:PATH)")
     study.add_argument("--out", default="runs/study", help="folder of the run folders (default runs/study)")
     study.add_argument("--results", default=None, help="results file (JSON lines; default OUT/results.jsonl)")
-    study.add_argument("--epochs", type=int, default=None, help="epochs per run (default: the study's)")
+    study.add_argument("--epochs", type=POSITIVE_INT, default=None, help="epochs per run (default: the study's)")
     study.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default: the study's)")
     study.add_argument("--arms", nargs="+", default=None, help="only these arms (labels, as in the table)")
     study.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
@@ -309,8 +334,8 @@ def _add_train_commands(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--model", default=None, help="the model name (default: the checkpoint's)")
     evaluate.add_argument("--checkpoint", required=True, help="a checkpoint.pt written by vitlocal train")
     evaluate.add_argument("--data", required=True, help="source, as for train")
-    evaluate.add_argument("--img-size", type=int, default=None, help="resolution (default: the checkpoint's)")
-    evaluate.add_argument("--batch-size", type=int, default=256)
+    evaluate.add_argument("--img-size", type=POSITIVE_INT, default=None, help="resolution (default: the checkpoint's)")
+    evaluate.add_argument("--batch-size", type=POSITIVE_INT, default=256)
     evaluate.add_argument("--device", default=None)
     evaluate.add_argument("--ema", action="store_true", help="evaluate the EMA weights")
     evaluate.set_defaults(run=_eval)
@@ -319,14 +344,14 @@ def _add_train_commands(commands: argparse._SubParsersAction) -> None:
         "bench", help="training-step img/s and peak memory (beside timm when installed), or data-loading img/s"
     )
     bench.add_argument("--model", nargs="+", default=["deit_tiny"], help="model names (default deit_tiny)")
-    bench.add_argument("--img-size", type=int, default=224)
-    bench.add_argument("--batch-size", type=int, default=64)
-    bench.add_argument("--steps", type=int, default=10, help="timed steps after 3 warm-up steps")
+    bench.add_argument("--img-size", type=POSITIVE_INT, default=224)
+    bench.add_argument("--batch-size", type=POSITIVE_INT, default=64)
+    bench.add_argument("--steps", type=POSITIVE_INT, default=10, help="timed steps after 3 warm-up steps")
     bench.add_argument("--device", default=None)
     bench.add_argument("--compile", action="store_true", help="also measure torch.compile'd models")
     bench.add_argument("--no-timm", action="store_true", help="skip timm's implementations")
     bench.add_argument("--data", default=None, help="measure data loading of this source instead (streamed)")
-    bench.add_argument("--workers", type=int, default=1, help="with --data: loader processes (default 1)")
+    bench.add_argument("--workers", type=COUNT, default=1, help="with --data: loader processes (default 1)")
     bench.add_argument("--recipe", default="deit", help="with --data: the recipe whose augmentation runs")
     bench.set_defaults(run=_bench)
 
@@ -339,9 +364,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError, FileExistsError) as err:  # a mistake in the arguments: one line
+    # a mistake in the arguments or the data (FloatingPointError: a diverging --lr): one line, no traceback
+    except (ValueError, FileNotFoundError, FileExistsError, PermissionError, FloatingPointError) as err:
         print(f"vitlocal {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C; `vitlocal train` has said where its last checkpoint is
+        print(f"vitlocal {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -25,7 +25,9 @@ import copy
 import json
 import math
 import os
+import sys
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -38,11 +40,12 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from vitlocal._checks import check_positive, load_torch_file
 from vitlocal.data import Batches, build_data, parse_source, soft_cross_entropy
 from vitlocal.models import create_model
 from vitlocal.models.common import param_groups
 from vitlocal.recipes import RECIPES, Recipe, default_recipe, with_overrides
-from vitlocal.records import read_metrics, save_atomically, write_jsonl
+from vitlocal.records import read_metrics, save_atomically, write_jsonl, write_text_atomically
 
 __all__ = [
     "TrainConfig",
@@ -52,6 +55,7 @@ __all__ = [
     "train",
     "evaluate",
     "evaluate_checkpoint",
+    "load_checkpoint",
     "measure_training",
     "measure_loading",
 ]
@@ -83,6 +87,17 @@ class TrainConfig:
     stop_after: int | None = None  # end this invocation after this many epochs; the schedule still spans `epochs`
     limit_train: int | None = None  # use at most this many training / validation images
     limit_val: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "img_size", "accum_steps"):
+            check_positive(getattr(self, name), name)
+        for name in ("stop_after", "limit_train", "limit_val"):
+            if getattr(self, name) is not None:
+                check_positive(getattr(self, name), name)
+        if self.workers is not None and (not isinstance(self.workers, int) or self.workers < 0):
+            raise ValueError(f"workers must be 0 (load in the training process) or more, got {self.workers!r}")
+        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a positive number, got {self.lr!r}; e.g. 1e-3, or None for the recipe's")
 
 
 # fields a resumed run must share with its checkpoint
@@ -236,6 +251,63 @@ def _autocast(device: torch.device):
 
 
 # ---------------------------------------------------------------- checkpoints and metrics
+CHECKPOINT_KEYS = ("model", "optimizer", "schedule", "ema", "epoch", "rng", "config", "classes")
+
+
+def load_checkpoint(path: str | Path, argument: str = "--checkpoint") -> dict[str, Any]:
+    """A checkpoint written by `train`, read with ``weights_only=True``; anything else is a clear error."""
+    state = load_torch_file(path, argument)
+    if isinstance(state, dict) and state and all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(
+            f"{argument} {path} is a plain state dict (weights only), not a checkpoint of vitlocal train; load it "
+            f"with model.load_state_dict(torch.load(path)), or an official one with vitlocal.load_official"
+        )
+    missing = [key for key in CHECKPOINT_KEYS if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise ValueError(
+            f"{argument} {path} is not a checkpoint of vitlocal train (or one of another version): it lacks "
+            f"{missing}; pass the checkpoint.pt of a run folder (official weights load with vitlocal.load_official)"
+        )
+    return state
+
+
+def _load_weights(model: nn.Module, weights: dict[str, torch.Tensor], path: str | Path) -> None:
+    """``model.load_state_dict(weights)``; weights of another architecture are a clear error."""
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as err:  # missing / unexpected keys or other shapes, listed by torch
+        detail = str(err).strip().splitlines()[1:3]
+        raise ValueError(
+            f"{path}: its weights do not fit {type(model).__name__} ({' '.join(d.strip() for d in detail)[:300]}); "
+            f"it was written by another version of vitlocal or for other --model-set settings"
+        ) from err
+
+
+def _recipe(name: str, overrides: dict[str, Any]) -> Recipe:
+    """The named recipe with ``overrides`` applied."""
+    if name not in RECIPES:
+        raise ValueError(f"--recipe {name!r} is unknown; recipes: {', '.join(RECIPES)}")
+    return with_overrides(RECIPES[name], overrides)
+
+
+def _check_model(name: str, img_size: int, model_args: dict[str, Any]) -> None:
+    """Fail fast, before any data is decoded: an unknown model or config field, an img_size the model cannot take."""
+    with torch.device("meta"):
+        create_model(name, img_size=img_size, **model_args)
+
+
+def _check_out(out: Path) -> None:
+    """``--out`` must be a folder, or a path where one can be made."""
+    for path in (out, *out.parents):
+        if path.exists():
+            if not path.is_dir():
+                raise FileExistsError(
+                    f"--out {out}: {path} is a file, but --out names the run folder (checkpoint.pt, metrics.jsonl, "
+                    f"config.json); choose another --out"
+                )
+            return
+
+
 def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:
     state = {"cpu": torch.get_rng_state()}
     if device.type == "cuda":
@@ -277,6 +349,8 @@ def evaluate(model: nn.Module, batches: Batches, world: int = 1, channels_last: 
     if world > 1:
         dist.all_reduce(sums)
     loss, top1, top5, n = sums.tolist()
+    if n == 0:
+        raise ValueError(f"no validation image could be read ({batches.skipped} unreadable); check --data")
     return {"val_loss": loss / n, "val_acc1": 100 * top1 / n, "val_acc5": 100 * top5 / n}
 
 
@@ -294,25 +368,36 @@ def _train_epoch(
     procs: _Processes,
     epoch: int,
 ) -> dict[str, float]:
-    """``steps`` optimizer steps of ``cfg.accum_steps`` micro-batches each -> mean loss, img/s, seconds."""
+    """``steps`` optimizer steps of ``cfg.accum_steps`` micro-batches each -> mean loss, img/s, seconds.
+
+    Streamed data may run out a little early (a batch whose every image is unreadable is dropped); the epoch then
+    ends after its last whole step. (Under DDP every process must drop the same number of batches, or the others
+    wait for it: a whole unreadable batch is assumed not to happen there.)
+    """
     step_model.train()
     loss_sum = torch.zeros((), device=procs.device)
     bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, **_quiet(procs))
-    start = time.perf_counter()
-    micro = iter(batches)
-    for done in range(1, steps + 1):
-        for k in range(cfg.accum_steps):
-            x, target = next(micro)
-            if cfg.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            last = k == cfg.accum_steps - 1
-            # DDP all-reduces gradients only on the last micro-batch of an accumulation group
-            sync = nullcontext() if last or procs.world == 1 else step_model.no_sync()
-            with sync:
-                with _autocast(procs.device):
-                    loss = soft_cross_entropy(step_model(x), target) / cfg.accum_steps
-                loss.backward()
-            loss_sum += loss.detach()
+    start, done = time.perf_counter(), 0
+
+    def mean_loss() -> float:
+        mean = loss_sum.item() / done
+        if not math.isfinite(mean):
+            raise FloatingPointError(f"the training loss is {mean} at epoch {epoch + 1}; lower --lr")
+        return mean
+
+    for k, (x, target) in enumerate(batches):
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        last = (k + 1) % cfg.accum_steps == 0
+        # DDP all-reduces gradients only on the last micro-batch of an accumulation group
+        sync = nullcontext() if last or procs.world == 1 else step_model.no_sync()
+        with sync:
+            with _autocast(procs.device):
+                loss = soft_cross_entropy(step_model(x), target) / cfg.accum_steps
+            loss.backward()
+        loss_sum += loss.detach()
+        if not last:
+            continue
         if recipe.clip_grad:
             nn.utils.clip_grad_norm_(model.parameters(), recipe.clip_grad)
         optimizer.step()
@@ -321,23 +406,24 @@ def _train_epoch(
         if ema is not None:
             ema.update(model)
         bar.update()
-        if done % 10 == 0 or done == steps:  # a host sync only every 10 steps
-            mean = loss_sum.item() / done
-            if not math.isfinite(mean):
-                raise FloatingPointError(f"the training loss is {mean} at epoch {epoch + 1}; lower --lr")
-            bar.set_postfix(loss=f"{mean:.3f}", lr=f"{schedule.lr_at(schedule.steps):.2e}")
+        done += 1
+        if done % 10 == 0:  # a host sync only every 10 steps
+            bar.set_postfix(loss=f"{mean_loss():.3f}", lr=f"{schedule.lr_at(schedule.steps):.2e}")
+        if done == steps:
+            break
     bar.close()
+    optimizer.zero_grad(set_to_none=True)  # the gradients of an accumulation group the data did not complete
+    if done == 0:
+        raise ValueError(
+            f"epoch {epoch + 1}: no training batch could be read ({batches.skipped} unreadable images); check --data"
+        )
     if procs.device.type == "cuda":
         torch.cuda.synchronize(procs.device)
     seconds = time.perf_counter() - start
     if procs.world > 1:
         dist.all_reduce(loss_sum)
         loss_sum /= procs.world
-    return {
-        "train_loss": loss_sum.item() / steps,
-        "img_per_s": steps * cfg.batch_size / seconds,
-        "train_seconds": seconds,
-    }
+    return {"train_loss": mean_loss(), "img_per_s": done * cfg.batch_size / seconds, "train_seconds": seconds}
 
 
 def train(cfg: TrainConfig) -> list[dict[str, Any]]:
@@ -364,16 +450,14 @@ def _train(cfg: TrainConfig, procs: _Processes) -> list[dict[str, Any]]:
             f"--batch-size {cfg.batch_size} must be a multiple of processes x --accum-steps = {group}; "
             f"use {max(group, cfg.batch_size // group * group)}"
         )
-    if cfg.recipe is not None and cfg.recipe not in RECIPES:
-        raise ValueError(f"--recipe {cfg.recipe!r} is unknown; recipes: {', '.join(RECIPES)}")
-    recipe = with_overrides(RECIPES[cfg.recipe or default_recipe(cfg.model)], cfg.overrides)
+    recipe = _recipe(cfg.recipe or default_recipe(cfg.model), cfg.overrides)
     out = Path(cfg.out)
+    _check_out(out)
     checkpoint = out / "checkpoint.pt"
     if checkpoint.exists() and not cfg.resume:
         raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
 
-    with torch.device("meta"):  # fail fast, before any data is decoded: unknown model or field, bad img_size
-        create_model(cfg.model, img_size=cfg.img_size, **cfg.model_args)
+    _check_model(cfg.model, cfg.img_size, cfg.model_args)
     data = build_data(
         cfg.data,
         cfg.img_size,
@@ -421,12 +505,14 @@ def _train(cfg: TrainConfig, procs: _Processes) -> list[dict[str, Any]]:
     ema = Ema(model, recipe.ema_decay) if recipe.ema_decay else None
 
     start, history = 0, []
+    if cfg.resume and not checkpoint.exists():
+        say(f"--resume: {out} holds no checkpoint yet, so the run starts at epoch 1")
     if cfg.resume and checkpoint.exists():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        state = load_checkpoint(checkpoint, "--resume:")
         changed = [k for k in _RUN_IDENTITY if state["config"].get(k, {}) != asdict(cfg)[k]]
         if changed:
             raise ValueError(f"--resume: {out} was trained with other {changed}; keep them or choose another --out")
-        model.load_state_dict(state["model"])
+        _load_weights(model, state["model"], checkpoint)
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         if ema is not None:
@@ -443,10 +529,16 @@ def _train(cfg: TrainConfig, procs: _Processes) -> list[dict[str, Any]]:
         start = state["epoch"]
         # the metrics travel inside the checkpoint: metrics.jsonl may lag it by an epoch after a crash
         history = state["history"] if "history" in state else [r for r in read_metrics(out) if r["epoch"] <= start]
+        if procs.main:
+            write_jsonl(out / "metrics.jsonl", history)
+            for leftover in out.glob("*.tmp[0-9]*"):  # a write that a crash cut short
+                leftover.unlink()
         say(f"resumed {out} after epoch {start}")
     elif procs.main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps({"config": asdict(cfg), "recipe": asdict(recipe)}, indent=1))
+        write_text_atomically(
+            out / "config.json", json.dumps({"config": asdict(cfg), "recipe": asdict(recipe)}, indent=1)
+        )
 
     step_model = model
     if procs.world > 1:
@@ -456,40 +548,49 @@ def _train(cfg: TrainConfig, procs: _Processes) -> list[dict[str, Any]]:
         step_model = torch.compile(step_model)
 
     end = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, cfg.stop_after)
-    for epoch in tqdm(range(start, end), desc="epochs", initial=start, total=cfg.epochs, **_quiet(procs)):
-        data.train.set_epoch(epoch)
-        t0 = time.perf_counter()
-        row: dict[str, Any] = {"epoch": epoch + 1, "step": schedule.steps + steps}
-        row.update(
-            _train_epoch(step_model, model, data.train, optimizer, schedule, ema, recipe, cfg, steps, procs, epoch)
-        )
-        row["lr"] = schedule.lr_at(schedule.steps - 1)
-        row.update(evaluate(model, data.val, procs.world, cfg.channels_last))
-        if ema is not None:
-            ema_metrics = evaluate(ema.module, data.val, procs.world, cfg.channels_last)
-            row.update({f"ema_{k}": v for k, v in ema_metrics.items()})
-        row["skipped"] = data.train.skipped + data.val.skipped
-        state = {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "schedule": schedule.state_dict(),
-            "ema": ema.state_dict() if ema is not None else None,
-            "epoch": epoch + 1,
-            "rng": _all_rng_states(procs),
-            "config": asdict(cfg),
-            "classes": data.classes,
-        }
-        row["epoch_seconds"] = time.perf_counter() - t0
-        history.append(row)
-        state["history"] = history
-        if procs.main:
-            save_atomically(state, checkpoint)
-            write_jsonl(out / "metrics.jsonl", history)
-            say(
-                f"epoch {epoch + 1}/{cfg.epochs}  lr {row['lr']:.2e}  train {row['train_loss']:.3f}  "
-                f"val {row['val_loss']:.3f}  acc1 {row['val_acc1']:.1f}%  acc5 {row['val_acc5']:.1f}%  "
-                f"{row['img_per_s']:.0f} img/s  {row['epoch_seconds']:.1f} s"
+    epoch = saved = start  # `saved`: the epoch the checkpoint on disk holds
+    try:
+        for epoch in tqdm(range(start, end), desc="epochs", initial=start, total=cfg.epochs, **_quiet(procs)):
+            data.train.set_epoch(epoch)
+            t0 = time.perf_counter()
+            trained = _train_epoch(
+                step_model, model, data.train, optimizer, schedule, ema, recipe, cfg, steps, procs, epoch
             )
+            row: dict[str, Any] = {"epoch": epoch + 1, "step": schedule.steps, **trained}
+            row["lr"] = schedule.lr_at(schedule.steps - 1)
+            row.update(evaluate(model, data.val, procs.world, cfg.channels_last))
+            if ema is not None:
+                ema_metrics = evaluate(ema.module, data.val, procs.world, cfg.channels_last)
+                row.update({f"ema_{k}": v for k, v in ema_metrics.items()})
+            row["skipped"] = data.train.skipped + data.val.skipped  # unreadable images met this epoch
+            state = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(),
+                "ema": ema.state_dict() if ema is not None else None,
+                "epoch": epoch + 1,
+                "rng": _all_rng_states(procs),
+                "config": asdict(cfg),
+                "classes": data.classes,
+            }
+            row["epoch_seconds"] = time.perf_counter() - t0
+            history.append(row)
+            state["history"] = history  # the run record lives in the checkpoint; metrics.jsonl is its copy
+            if procs.main:
+                save_atomically(state, checkpoint)
+                saved = epoch + 1
+                write_jsonl(out / "metrics.jsonl", history)
+                skipped = f"  skipped {row['skipped']} unreadable image(s)" if row["skipped"] else ""
+                say(
+                    f"epoch {epoch + 1}/{cfg.epochs}  lr {row['lr']:.2e}  train {row['train_loss']:.3f}  "
+                    f"val {row['val_loss']:.3f}  acc1 {row['val_acc1']:.1f}%  acc5 {row['val_acc5']:.1f}%  "
+                    f"{row['img_per_s']:.0f} img/s  {row['epoch_seconds']:.1f} s{skipped}"
+                )
+    except KeyboardInterrupt:
+        if procs.main:
+            where = f"the last checkpoint is {checkpoint} (epoch {saved})" if saved else "no checkpoint was written yet"
+            print(f"interrupted in epoch {epoch + 1}; {where}; continue with --resume", file=sys.stderr)
+        raise
     return history
 
 
@@ -504,19 +605,32 @@ def evaluate_checkpoint(
     use_ema: bool = False,
 ) -> dict[str, float]:
     """Evaluate a training checkpoint (its model, or the EMA weights) on ``data``'s validation split."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    check_positive(batch_size, "--batch-size")
+    state = load_checkpoint(checkpoint)
     cfg = state["config"]
     name, size = model or cfg["model"], img_size or cfg["img_size"]
     if model is not None and model != cfg["model"]:
         raise ValueError(f"{checkpoint} holds a {cfg['model']}, not a {model}; pass --model {cfg['model']}")
-    dev = _pick_device(device)
-    recipe = with_overrides(RECIPES[cfg["recipe"] or default_recipe(name)], cfg["overrides"])
-    batches = build_data(data, size, batch_size, crop_pct=recipe.crop_pct, device=dev, limit=(1, None)).val
-    net = create_model(name, num_classes=len(state["classes"]), img_size=size, **cfg.get("model_args", {})).to(dev)
     if use_ema and state["ema"] is None:
-        raise ValueError(f"{checkpoint} has no EMA weights (its recipe had ema_decay=None)")
-    net.load_state_dict(state["ema"]["module"] if use_ema else state["model"])
-    return evaluate(net, batches)
+        raise ValueError(f"{checkpoint} has no EMA weights (its recipe had ema_decay=None); evaluate without --ema")
+    dev = _pick_device(device)
+    recipe = _recipe(cfg["recipe"] or default_recipe(name), cfg["overrides"])
+    _check_model(name, size, cfg.get("model_args", {}))
+    source = build_data(data, size, batch_size, crop_pct=recipe.crop_pct, device=dev, limit=(1, None))
+    trained = state["classes"]
+    if len(source.classes) != len(trained):
+        raise ValueError(
+            f"{checkpoint} was trained on {len(trained)} classes, but --data {data} has {len(source.classes)}; "
+            f"evaluate it on data with its classes ({', '.join(trained[:5])}{' ...' if len(trained) > 5 else ''})"
+        )
+    if source.classes != trained:
+        warnings.warn(
+            f"--data {data} names its classes differently from {checkpoint}'s; label i is compared to class i",
+            stacklevel=2,
+        )
+    net = create_model(name, num_classes=len(trained), img_size=size, **cfg.get("model_args", {})).to(dev)
+    _load_weights(net, state["ema"]["module"] if use_ema else state["model"], checkpoint)
+    return evaluate(net, source.val)
 
 
 def measure_training(
@@ -568,7 +682,7 @@ def measure_loading(
         source,
         img_size,
         batch_size,
-        augment=RECIPES[recipe].augment,
+        augment=_recipe(recipe, {}).augment,
         workers=workers,
         in_memory=False,
         limit=(None, 1),

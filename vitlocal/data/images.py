@@ -10,7 +10,10 @@ The CPU does the work that must see the full-resolution image, and nothing else:
 and hands over uint8 ``(3, S, S)`` tensors; flip, RandAugment, normalisation, erasing and mixup run on
 the batch, on the training device (`vitlocal.data.augment`). JPEGs are decoded at a reduced scale in
 the DCT domain when the target is small (``Image.draft``). A file that cannot be read or decoded is
-skipped (the batch is one image shorter), counted, and reported once.
+skipped (the batch is one image shorter), counted, and reported once: a truncated or corrupt file, a
+file that is not an image, one that cannot be opened, and one so large that PIL refuses it as a possible
+decompression bomb (``Image.MAX_IMAGE_PIXELS``). 16-bit images are scaled to 8 bits, CMYK and grayscale ones
+converted to RGB.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from vitlocal.data.augment import crop_boxes
 from vitlocal.data.sources import FileList, ImageTensors
 
 __all__ = [
+    "to_rgb",
     "to_tensor",
     "centre_crop_box",
     "EvalTransform",
@@ -36,6 +40,14 @@ __all__ = [
     "warn_skipped",
     "decode_all",
 ]
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL image as 8-bit RGB. 16-bit images (modes ``I;16`` and ``I``) are scaled by 1/256 first: PIL's
+    ``convert`` would clip them, which turns most 16-bit pictures white."""
+    if image.mode.startswith("I"):
+        image = image.point(lambda v: v / 256)
+    return image.convert("RGB")
 
 
 def to_tensor(image: Image.Image) -> torch.Tensor:
@@ -104,8 +116,9 @@ class ImageFiles(Dataset):
             with Image.open(path) as image:
                 if self.transform.draft:
                     image.draft("RGB", (self.transform.draft, self.transform.draft))
-                return self.transform(image.convert("RGB")), label
-        except (OSError, ValueError, SyntaxError) as err:  # PIL's errors for truncated / corrupt / unknown files
+                return self.transform(to_rgb(image)), label
+        # PIL's errors for unreadable / truncated / corrupt / unknown files, and for images too large to decode
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
             return None, f"{path} ({type(err).__name__}: {err})"
 
 
@@ -135,4 +148,6 @@ def decode_all(files: FileList, transform: EvalTransform, workers: int = 0) -> t
     if skipped:
         warn_skipped(skipped, len(skipped))
     kept = [x for x in images if len(x)]
+    if not kept:
+        raise ValueError(f"none of the {len(skipped)} images could be read, e.g. {skipped[0]}; check --data")
     return ImageTensors(torch.cat(kept), torch.cat(labels), files.classes), len(skipped)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import random
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,7 +81,7 @@ class Batches:
     ) -> None:
         self.img_size, self.num_classes, self.augment = img_size, num_classes, augment
         self.device, self.seed, self.rank = device, seed, rank
-        self.epoch, self.skipped = 0, 0
+        self.epoch, self.skipped = 0, 0  # skipped: unreadable images of this split (see the subclasses)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -150,7 +151,8 @@ class TensorBatches(Batches):
 class FileBatches(Batches):
     """The streaming path: a ``DataLoader`` decodes (and, for training, random-resized-crops) on CPU workers.
 
-    Unreadable files are skipped, counted in ``skipped`` and reported once.
+    Unreadable files are skipped, reported once, and counted in ``skipped`` for each pass over the data: as
+    on the in-memory path, ``skipped`` is the number of unreadable images of this split an epoch met.
     """
 
     def __init__(
@@ -180,6 +182,7 @@ class FileBatches(Batches):
             pin_memory=self.device.type == "cuda",
             drop_last=train,
         )
+        self.warned = False
 
     def set_epoch(self, epoch: int) -> None:
         super().set_epoch(epoch)
@@ -195,12 +198,14 @@ class FileBatches(Batches):
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         g, rng = self._generators()
+        self.skipped = 0
         for x, y, skipped in self.loader:
             if skipped:
-                if not self.skipped:
+                if not self.warned:
                     warn_skipped(skipped, len(skipped))
+                    self.warned = True
                 self.skipped += len(skipped)
-            if len(y):
+            if len(y):  # a batch of unreadable images only is dropped
                 yield self._finish(x, y, g, rng, crop=False)
 
 
@@ -324,6 +329,17 @@ def build_data(
                 augment=aug,
                 **common,
             )
-    if splits["train"].classes != splits["val"].classes:
-        raise ValueError(f"{source}: the train and val splits have different class folders")
-    return Data(batches["train"], batches["val"], splits["train"].classes)
+    classes = splits["train"].classes
+    if classes != splits["val"].classes:
+        only = sorted(set(classes) ^ set(splits["val"].classes))
+        raise ValueError(
+            f"--data {source}: the train and val splits have different class folders (in one split only: "
+            f"{only[:5]}); give both splits the same class folders"
+        )
+    if len(classes) < 2:
+        warnings.warn(
+            f"--data {source} has one class ({classes[0]}): every prediction is right; give it two or more class "
+            f"folders",
+            stacklevel=2,
+        )
+    return Data(batches["train"], batches["val"], classes)

@@ -11,21 +11,30 @@ A *source* is one string (the ``--data`` argument):
     imagenet100:PATH       the common 100-class subset (`IMAGENET100`) of that folder
     PATH                   any ImageNet-layout folder or ``.tar.gz`` archive
 
-Archives are extracted once into the cache folder (``$VITLOCAL_CACHE``, default ``~/.cache/vitlocal``)
-and read from there. A split is either a `FileList` (paths, decoded by `vitlocal.data.images`) or an
-`ImageTensors` (already pixels: synthetic, CIFAR-10's binary format).
+Archives are extracted once into the cache folder (``$VITLOCAL_CACHE``, default ``~/.cache/vitlocal``),
+under a name that holds the archive's sha256 (two archives share an entry only when their bytes are equal),
+and read from there. Extraction refuses, on every Python, a member that could write outside its folder: an
+absolute path, a ``..`` in a path or a link target, an absolute link target, a device or a pipe. A damaged
+archive is a clear error that leaves nothing behind in the cache.
+
+A split is either a `FileList` (paths, decoded by `vitlocal.data.images`) or an `ImageTensors` (already
+pixels: synthetic, CIFAR-10's binary format).
 """
 
 from __future__ import annotations
 
+import functools
+import gzip
 import hashlib
 import os
+import posixpath
 import random
 import shutil
 import tarfile
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+import zlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,6 +141,13 @@ def cache_dir() -> Path:
 
 
 def _sha256(path: Path) -> str:
+    """The file's sha256 (computed once per process for a given path, size and modification time)."""
+    stat = path.stat()
+    return _sha256_of(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.cache
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -140,9 +156,10 @@ def _sha256(path: Path) -> str:
 
 
 def download(item: Download) -> Path:
-    """The official archive in the cache folder: downloaded once, its sha256 checked every time it is fetched."""
+    """The official archive in the cache folder: downloaded once; a cached copy is used only when its sha256 is the
+    published one (else it is downloaded again)."""
     path = cache_dir() / item.url.rsplit("/", 1)[1]
-    if path.exists() and path.stat().st_size == item.size:
+    if path.exists() and _sha256(path) == item.sha256:
         return path
     partial = path.with_suffix(path.suffix + ".part")
     print(f"downloading {item.url} ({item.size / 2**20:.0f} MiB) to {path}")
@@ -160,26 +177,59 @@ def download(item: Download) -> Path:
     return path
 
 
+def _leaves(name: str) -> bool:
+    """Whether an archive path (or link target) could point outside the extraction folder: absolute, or with
+    a ``..`` anywhere (without ``..``, relative links that point only downwards cannot climb out, however chained)."""
+    return posixpath.isabs(name) or ".." in name.split("/")
+
+
+def _safe_members(tar: tarfile.TarFile, archive: Path) -> Iterator[tarfile.TarInfo]:
+    """The members of ``tar``, each checked before it is extracted; an unsafe one stops the extraction."""
+    for member in tar:
+        problem = None
+        if _leaves(member.name):
+            problem = "has an absolute path or a '..' in it"
+        elif (member.issym() or member.islnk()) and _leaves(member.linkname):
+            problem = f"is a link to {member.linkname!r}, which may lie outside the extracted folder"
+        elif member.isdev():
+            problem = "is a device or a pipe"
+        if problem:
+            raise ValueError(
+                f"{archive}: member {member.name!r} {problem}; refusing to extract it. If you trust the archive, "
+                f"unpack it yourself and pass the folder as --data"
+            )
+        yield member
+
+
 def extract(archive: str | Path) -> Path:
     """A ``.tar.gz`` / ``.tgz`` / ``.tar`` archive extracted once into the cache folder; returns that folder.
 
-    Extraction goes to a temporary folder that is renamed when complete, so an interrupted run never
-    leaves a half-extracted dataset behind.
+    The folder is named after the archive and its sha256. Extraction goes to a temporary folder that is renamed
+    when complete, and that is removed when extraction fails, so the cache never holds a half-extracted data set.
     """
     archive = Path(archive).resolve()
     stem = archive.name.removesuffix(".gz").removesuffix(".tgz").removesuffix(".tar")
-    target = cache_dir() / "extracted" / f"{stem}-{archive.stat().st_size}"
+    target = cache_dir() / "extracted" / f"{stem}-{_sha256(archive)[:16]}"
     if target.is_dir():
         return target
     tmp = target.with_name(f"{target.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
     print(f"extracting {archive} to {target}")
-    with tarfile.open(archive) as tar:
-        if hasattr(tarfile, "data_filter"):  # Python >= 3.10.12: no absolute paths, no links out of the folder
-            tar.extractall(tmp, filter="data")
-        else:
-            tar.extractall(tmp)
-    tmp.rename(target)
+    # Python >= 3.10.12 also has tarfile's own "data" filter: use it too (it also drops setuid bits)
+    data_filter = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+    try:
+        with tarfile.open(archive) as tar:
+            tar.extractall(tmp, members=_safe_members(tar, archive), **data_filter)
+        tmp.rename(target)
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as err:
+        raise ValueError(
+            f"--data {archive} is damaged (cut short?) or not a tar archive ({type(err).__name__}: {err}); "
+            f"download it again, or pass the extracted folder"
+        ) from err
+    except OSError:
+        if not target.is_dir():  # else another process (a DDP rank) has just extracted the same archive
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

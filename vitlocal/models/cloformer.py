@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from vitlocal._checks import check_positive, check_rank
+from vitlocal._checks import check_channels, check_positive, check_rank
 from vitlocal.attnconv import CloAttention, ConvFFN, group_norm
 from vitlocal.layers import DropPath
 from vitlocal.models.registry import configure, register_model
@@ -262,6 +262,7 @@ class CloFormer(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, in_chans, H, W)`` -> ``(B, C_last)``: the last map, group-normalised and average-pooled."""
         check_rank(x, 4, "x", "(B, C, H, W)")
+        check_channels(x, 1, self.config.in_chans, "x")
         for side in sorted(set(x.shape[-2:])):
             if side != self.config.img_size:
                 stage_maps(self.config, side)  # a clear error for a size the pool windows do not fit

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vitlocal._checks import check_divides, check_positive, check_rank
+from vitlocal._checks import check_channels, check_divides, check_positive, check_rank
 from vitlocal.fusion import FUSION_SCHEMES, LN_EPS, Fusion, make_fusion
 from vitlocal.lattice import img2seq
 from vitlocal.models.common import PatchEmbed, check_img_size, init_vit_weights, resize_pos_embed
@@ -222,6 +222,7 @@ class CrossViT(nn.Module):
     def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """``(B, in_chans, H, W)`` images -> ``[(B, 1 + N_S, C_S), (B, 1 + N_L, C_L)]`` normalised tokens."""
         check_rank(x, 4, "x", "(B, C, H, W)")
+        check_channels(x, 1, self.config.in_chans, "x")
         size = self.config.img_size
         if tuple(x.shape[-2:]) != (size, size):
             raise ValueError(

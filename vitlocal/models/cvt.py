@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from vitlocal._checks import check_rank
+from vitlocal._checks import check_channels, check_rank
 from vitlocal.convproj import ConvEmbed, ConvProjectionAttention, LayerNorm32
 from vitlocal.lattice import img2seq, join_cls, seq2img, split_cls
 from vitlocal.layers import DropPath, Mlp, QuickGELU
@@ -291,6 +291,7 @@ class ConvolutionalVisionTransformer(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, in_chans, H, W)`` -> ``(B, C)``: the last stage's class token, layer-normalised."""
         check_rank(x, 4, "x", "(B, C, H, W)")
+        check_channels(x, 1, self.config.in_chans, "x")
         cls = None
         for stage in self.stages:
             x, cls = stage(x)  # (B, C_i, h_i, w_i), class token of the last stage

@@ -20,6 +20,7 @@ from os import PathLike
 import torch
 from torch import nn
 
+from vitlocal._checks import load_torch_file
 from vitlocal.models.registry import _load_families
 
 __all__ = ["Rule", "rename_keys", "register_converter", "load_official", "convert_official", "export_official"]
@@ -87,7 +88,9 @@ def _read(path_or_state_dict: str | PathLike | Mapping[str, torch.Tensor]) -> St
     if isinstance(path_or_state_dict, Mapping):
         state = dict(path_or_state_dict)
     else:
-        state = torch.load(path_or_state_dict, map_location="cpu", weights_only=True)
+        state = load_torch_file(path_or_state_dict, "checkpoint")
+    if not isinstance(state, Mapping):
+        raise ValueError(f"checkpoint holds a {type(state).__name__}, not a state dict; pass an official checkpoint")
     # Official checkpoints wrap the weights: DeiT/CrossViT/LocalViT/Swin under "model", some under "state_dict".
     for wrapper in ("model", "state_dict", "model_ema"):
         if wrapper in state and isinstance(state[wrapper], Mapping):

@@ -344,7 +344,7 @@ class SwinTransformer(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W) -> (B, num_features)``: the pooled features before the head."""
         size = self.config.img_size
-        if x.ndim != 4 or x.shape[-2:] != (size, size):
+        if x.ndim != 4 or x.shape[1:] != (self.config.in_chans, size, size):
             raise ValueError(
                 f"this model was built for (B, {self.config.in_chans}, {size}, {size}) images, got shape "
                 f"{tuple(x.shape)}; build it for your size with create_model(name, img_size=...)"

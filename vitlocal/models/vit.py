@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from vitlocal._checks import check_positive, check_rank
+from vitlocal._checks import check_channels, check_positive, check_rank
 from vitlocal.attention import Attention
 from vitlocal.layers import DropPath, Mlp
 from vitlocal.locality import LocalViTBlock
@@ -220,6 +220,7 @@ class VisionTransformer(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, in_chans, H, W)`` images -> ``(B, 1 + N, C)`` normalised tokens, the class token first."""
         check_rank(x, 4, "x", "(B, C, H, W)")
+        check_channels(x, 1, self.config.in_chans, "x")
         size = self.config.img_size
         if tuple(x.shape[-2:]) != (size, size):
             raise ValueError(
