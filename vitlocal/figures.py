@@ -65,7 +65,7 @@ def draw_lattice(
     patches = [patches] if isinstance(patches, (int, float)) else list(patches)
     colours = [colours] * len(patches) if isinstance(colours, str) else list(colours)
     height, width = image.shape[-2:]
-    ax.imshow(rearrange(image, "c h w -> h w c").clamp(0, 1).numpy())
+    ax.imshow(rearrange(image, "c h w -> h w c").clamp(0, 1).numpy(), interpolation="nearest")  # pixels as they are
     for patch, colour in zip(patches, colours, strict=True):
         for t in range(1, round(height / patch)):
             ax.axhline(t * patch - 0.5, color=colour, lw=lw)
@@ -90,7 +90,7 @@ def draw_lattice(
 # ---------------------------------------------------------------------------------------------- diagrams
 # Box colours by role: data (tensors), op (layers every transformer has), new (what the paper adds), attn.
 KINDS = {"data": "#eeeeee", "op": "#dbe9f6", "new": "#fdd49e", "attn": "#d5ecd4"}
-CHAR = 0.086  # width of one character of the 7 pt box text, in diagram units (1 unit = 0.68 inch)
+CHAR = 0.086  # width of one character of the 6.5 pt box text, in diagram units (1 unit = 0.68 inch)
 
 
 @dataclass(frozen=True)
@@ -136,13 +136,25 @@ class Frame:
 
 @dataclass(frozen=True)
 class Diagram:
-    """A paper's block diagram: boxes by name, arrows between them, frames around groups, on ``size`` units."""
+    """A paper's block diagram: boxes by name, arrows between them, dashed frames around groups."""
 
     title: str
     boxes: dict[str, Box]
     edges: list[Edge]
     frames: list[Frame] = field(default_factory=list)
-    size: tuple[float, float] = (15.0, 4.4)
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """``(x0, y0, x1, y1)``: every box and frame (with its label) inside, plus a margin."""
+        xs, ys = [], []
+        for box in self.boxes.values():
+            w, h = box.size
+            xs += [box.x - w / 2, box.x + w / 2]
+            ys += [box.y - h / 2, box.y + h / 2]
+        for frame in self.frames:
+            xs += [frame.x0, frame.x1]
+            ys += [frame.y0, frame.y1 + 0.3]  # the label sits above the top edge
+        return min(xs) - 0.1, min(ys) - 0.1, max(xs) + 0.1, max(ys) + 0.1
 
 
 def _chain(order: str) -> list[Edge]:
@@ -274,7 +286,6 @@ DIAGRAMS: dict[str, Diagram] = {
             Edge("mhsa", "w_o"),
         ],
         [Frame(1.8, -0.15, 11.85, 2.35, "in every block: convolutional projection (the class token skips the convs)")],
-        size=(12.2, 4.7),
     ),
     "cloformer": Diagram(
         "CloFormer attention: a local AttnConv branch (orange) and a pooled global branch, fused by a 1x1 conv",
@@ -293,7 +304,6 @@ DIAGRAMS: dict[str, Diagram] = {
             Frame(1.75, 3.1, 11.6, 4.95, "local branch: AttnConv (m heads)"),
             Frame(1.75, -0.05, 9.3, 2.2, "global branch: pooled attention (g heads)"),
         ],
-        size=(15.0, 5.2),
     ),
 }
 
@@ -306,8 +316,8 @@ def diagram(paper: str) -> Any:
     from matplotlib.patches import FancyBboxPatch, Rectangle
 
     spec = DIAGRAMS[paper]
-    width, height = spec.size
-    fig, ax = plt.subplots(figsize=(0.68 * width, 0.68 * (height + 0.9)))
+    x0, y0, x1, y1 = spec.bounds
+    fig, ax = plt.subplots(figsize=(0.68 * (x1 - x0), 0.68 * (y1 - y0) + 0.3))  # + 0.3 inch for the title
     patches = {}
     for name, box in spec.boxes.items():
         w, h = box.size
@@ -321,7 +331,7 @@ def diagram(paper: str) -> Any:
             lw=0.8,
         )
         ax.add_patch(patches[name])
-        ax.text(box.x, box.y, box.text, ha="center", va="center", fontsize=7)
+        ax.text(box.x, box.y, box.text, ha="center", va="center", fontsize=6.5)
     for frame in spec.frames:
         ax.add_patch(
             Rectangle((frame.x0, frame.y0), frame.x1 - frame.x0, frame.y1 - frame.y0, fill=False, ls="--", ec="0.5")
@@ -356,8 +366,8 @@ def diagram(paper: str) -> Any:
                 style="italic",
                 bbox=dict(fc="white", ec="none", pad=0.5),
             )
-    ax.set_xlim(0, width)
-    ax.set_ylim(-0.3, height + 0.6)
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(y0, y1)
     ax.set_aspect("equal")
     ax.axis("off")
     ax.set_title(spec.title, fontsize=9)
