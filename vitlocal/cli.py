@@ -134,7 +134,8 @@ def _compare(args: argparse.Namespace) -> int:
 
 def _study(args: argparse.Namespace) -> int:
     """Train every arm of a study (resuming what was done), write the results file, print the table."""
-    from vitlocal.study import STUDIES, _data_identity, run_study, study_table
+    from vitlocal.records import write_jsonl
+    from vitlocal.study import STUDIES, describe_data, measure_arms, run_study, study_table
 
     if args.list or args.name is None:
         for study in STUDIES.values():
@@ -143,13 +144,20 @@ def _study(args: argparse.Namespace) -> int:
                 f"{study.img_size} px. {study.claim}"
             )
         return 0
+    if args.throughput:
+        if args.name not in STUDIES:
+            raise ValueError(f"study {args.name!r} is unknown; studies: {', '.join(STUDIES)}")
+        rows = measure_arms(args.name, device=args.device)
+        write_jsonl(args.throughput, rows)
+        print("\n".join(f"{r['arm']:28s} {r['img_per_s']:8.1f} img/s" for r in rows))
+        return 0
     given = [f"--{k.replace('_', '-')} {v}" for k, v in (("epochs", args.epochs), ("device", args.device)) if v]
     if args.seeds:
         given.append("--seeds " + " ".join(map(str, args.seeds)))
     if args.results:
         given.append(f"--results {args.results}")
     command = " ".join(
-        [f"vitlocal study {args.name} --data {_data_identity(args.data)['data']} --out {args.out}", *given]
+        [f"vitlocal study {args.name} --data {describe_data(args.data)['data']} --out {args.out}", *given]
     )
     rows = run_study(
         args.name, args.data, args.out, args.results, args.epochs, args.seeds, args.arms, args.device, command
@@ -328,6 +336,12 @@ def _add_train_commands(commands: argparse._SubParsersAction) -> None:
     study.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default: the study's)")
     study.add_argument("--arms", nargs="+", default=None, help="only these arms (labels, as in the table)")
     study.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
+    study.add_argument(
+        "--throughput",
+        default=None,
+        metavar="FILE",
+        help="instead of training: measure every arm's training-step img/s side by side, write FILE (JSON lines)",
+    )
     study.set_defaults(run=_study)
 
     evaluate = commands.add_parser("eval", help="evaluate a checkpoint on a source's validation split")

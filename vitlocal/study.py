@@ -29,9 +29,9 @@ from vitlocal.data import parse_source
 from vitlocal.data.sources import _sha256
 from vitlocal.models import create_model
 from vitlocal.records import read_jsonl, write_jsonl
-from vitlocal.train import TrainConfig, smoke_mode, train
+from vitlocal.train import TrainConfig, measure_training, smoke_mode, train
 
-__all__ = ["Arm", "Study", "STUDIES", "run_study", "study_table", "compare", "format_results"]
+__all__ = ["Arm", "Study", "STUDIES", "run_study", "study_table", "measure_arms", "compare", "format_results"]
 
 
 @dataclass(frozen=True)
@@ -140,7 +140,7 @@ def _machine() -> str:
     return f"{torch.get_num_threads()} CPU threads ({model})"
 
 
-def _data_identity(data: str) -> dict[str, str]:
+def describe_data(data: str) -> dict[str, str]:
     """The source as a learner would name it (no folders) and, for a local archive, its sha256."""
     name, path = parse_source(data)
     if path is None:
@@ -221,7 +221,7 @@ def run_study(
     results = out / "results.jsonl" if results is None or smoke_mode() else Path(results)
     settings = _settings(study, epochs)
     provenance = {
-        **_data_identity(data),
+        **describe_data(data),
         "machine": _machine(),
         "torch": torch.__version__.split("+")[0],
         "command": command or f"vitlocal study {name}",
@@ -288,6 +288,32 @@ def study_table(rows: list[dict[str, Any]]) -> str:
             f"recipe `{first['recipe']}`; chance {chance:.0f}%. ± is half the range over seeds."
         )
     return "\n".join(lines)
+
+
+def measure_arms(name: str, steps: int = 20, device: str | None = None) -> list[dict[str, Any]]:
+    """Training-step img/s of every arm of study ``name`` at its size and batch, measured side by side in one
+    process on random data (forward, backward, AdamW): the fair cost axis, since the study's own runs may have
+    shared the machine with other work. Also the minutes 12 epochs of Imagenette (9,469 images) take at that
+    rate, evaluation excluded."""
+    study = STUDIES[name]
+    rows = []
+    for arm in study.arms:
+        torch.manual_seed(0)
+        net = create_model(arm.model, num_classes=10, img_size=study.img_size, **arm.model_args)
+        r = measure_training(net, study.img_size, study.batch_size, steps=steps, device=device)
+        rows.append(
+            {
+                "study": name,
+                "arm": arm.label,
+                "img_per_s": round(r["img_per_s"], 1),
+                "minutes_per_epoch_imagenette": round(9469 / r["img_per_s"] / 60, 3),
+                "threads": torch.get_num_threads(),
+                "machine": _machine(),
+                "torch": torch.__version__.split("+")[0],
+                "date": date.today().isoformat(),
+            }
+        )
+    return rows
 
 
 # ---------------------------------------------------------------- the main job: a model and its twin
