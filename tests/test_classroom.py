@@ -1,6 +1,7 @@
 """The classroom, proven: solutions/ is the single source, exercises/ is generated from it, grading works.
 
-* Conventions of the source notebooks (metadata, markers, parameters and smoke cells, exercise headers).
+* Conventions of the source notebooks (metadata, markers, parameters and smoke cells, exercise headers, the
+  points stated at the top, the self-check cell at the end).
 * A real nbgrader round trip in a temporary course: ``generate_assignment`` with a database (its release
   must equal the committed exercises/), then ``autograde`` of two students per assignment: one whose
   submission is the solution (every point) and one who handed in the untouched exercise (no point,
@@ -8,7 +9,8 @@
 * The exercises carry no outputs and no solution or hidden code.
 * Every plausible wrong answer in ``tests/hidden/wrong`` fails a hidden check; the subtle ones pass every
   visible check (so only the hidden checks can catch them).
-* ``vitlocal check`` grades a module and a notebook and never prints hidden code.
+* ``vitlocal check`` grades a module and a notebook and never prints hidden code; ``vitlocal.check.here()``
+  grades the notebook it is called from, names the lecture section to re-read, and a warning costs nothing.
 
 That the solutions run top to bottom in smoke mode is also proven by nbval (see the README's test command).
 """
@@ -63,10 +65,19 @@ def test_source_notebook_conventions(topic):
     assert code[0].metadata.get("tags") == ["parameters"], "the first code cell must be tagged `parameters`"
     assert "SMOKE = False" in code[0].source
     assert "VITLOCAL_SMOKE" in code[1].source and "NBGRADER_EXECUTION" in code[1].source, "cell 2 applies smoke mode"
+    assert "warnings_to_stdout()" in code[2].source, "the setup cell sends warnings to stdout (they cost no points)"
+    assert code[-1].source.endswith("vitlocal.check.here()  # the same line works in any cell"), "the self-check"
     ids = [_meta(c)["grade_id"] for c in nb.cells if _meta(c)]
     assert len(ids) == len(set(ids)) and all(GRADE_ID.fullmatch(i) for i in ids), ids
     answers = [c for c in nb.cells if _meta(c).get("solution")]
     assert answers, "an assignment has exercises"
+    visible = sum(_meta(c)["points"] for _, c in check.graded_cells(nb) if BEGIN_HIDDEN not in c.source)
+    hidden = sum(_meta(c)["points"] for _, c in check.graded_cells(nb) if BEGIN_HIDDEN in c.source)
+    written = sum(_meta(c)["points"] for _, c in check.written_cells(nb))
+    stated = f"**Points.** {visible + hidden + written:g} in all: {visible:g} in graded cells whose checks you can "
+    stated += f"read in full, {hidden:g} in graded cells that also run hidden checks"
+    stated += f", and {written:g} for written answers, graded by a person." if written else "."
+    assert stated in nb.cells[0].source, f"the top must state the points: {stated}"
     for cell in nb.cells:
         meta, source = _meta(cell), cell.source
         assert cell.cell_type == "markdown" or (cell.outputs == [] and cell.execution_count is None), (
@@ -76,16 +87,21 @@ def test_source_notebook_conventions(topic):
             f"solution markers only in answer cells: {meta}"
         )
         assert (BEGIN_HIDDEN in source) <= bool(meta.get("grade")), f"hidden tests only in graded cells: {meta}"
-        if meta.get("grade"):
-            assert meta["points"] > 0 and meta["locked"] and not meta.get("solution"), meta
+        if meta.get("grade") and meta.get("solution"):  # a written answer, graded by a person
+            assert cell.cell_type == "markdown" and meta["points"] > 0 and not meta["locked"], meta
+        elif meta.get("grade"):
+            assert meta["points"] > 0 and meta["locked"], meta
             last = ast.parse(source).body[-1]
             assert not (isinstance(last, ast.Expr) and not isinstance(last.value, ast.Call)), (
                 f"{meta['grade_id']} ends with a bare expression, which nbgrader would read as a score"
             )
     exercises = [c for c in nb.cells if c.cell_type == "markdown" and c.source.startswith("## Exercise")]
-    assert len(exercises) == len(answers), "one '## Exercise' header per answer cell"
     for header in exercises:
         assert re.search(r"Difficulty ★+☆* · about \d+ minutes · \d+ points?", header.source), header.source[:80]
+    answered = [exercise for exercise, cell in check._by_exercise(nb) if _meta(cell).get("solution")]
+    titles = [f"Exercise {n}" for n in range(1, len(exercises) + 1)]
+    assert sorted(set(answered)) == sorted(titles), f"every exercise (numbered 1, 2, ...) has answer cells: {answered}"
+    assert sorted(check.rereads(nb)) == sorted(titles), "every exercise names the lecture section to re-read"
     hidden_by_exercise = {}
     for exercise, cell in check.graded_cells(nb):
         hidden_by_exercise[exercise] = hidden_by_exercise.get(exercise, False) or BEGIN_HIDDEN in cell.source
@@ -179,6 +195,8 @@ def test_the_release_holds_the_notebooks_only(course):
 @pytest.mark.parametrize("topic", TOPICS)
 def test_the_solution_gets_every_point(course, topic):
     scores = _scores(course, topic, "solution")
+    written = {_meta(c)["grade_id"] for _, c in check.written_cells(_notebook("solutions", topic))}
+    assert all(scores.pop(grade_id)[0] is None for grade_id in written), "a person grades the written answers"
     assert scores and all(score == max_score for score, max_score in scores.values()), scores
     for cell, outputs in _outputs(course, topic, "solution"):
         assert not [o for o in outputs if o.output_type == "error" or o.get("name") == "stderr"], cell.source[:200]
@@ -267,3 +285,21 @@ def test_check_runs_a_notebook_and_the_command_line(tmp_path, capsys):
     assert args.run(args) == 1
     out = capsys.readouterr().out
     assert "0/15 points on the public checks" in out and out.count("failed: NotImplementedError") == 10, out
+    assert "re-read lecture 01 § 1 · Tokens are pixels of a small image (notebooks/01_lattice_view.ipynb)" in out
+
+
+def test_here_checks_the_notebook_it_runs_in_and_a_warning_costs_nothing(tmp_path, monkeypatch, capsys):
+    """The solution, its first answer made to warn, checked as its own last cell does: every point."""
+    nb = _notebook("solutions", "01_lattice")
+    answer = next(c for c in nb.cells if _meta(c).get("grade_id") == "seq2img")
+    answer.source = answer.source.replace("    return rearrange", "    warnings.warn('harmless')\n    return rearrange")
+    answer.source = "import warnings\n\n" + answer.source
+    nbformat.write(nb, tmp_path / "01_lattice.ipynb")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    check.here()
+    out = capsys.readouterr().out
+    assert "public checks passed: 15/15 points" in out, out
+    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
+    check.here()
+    assert "self-check skipped" in capsys.readouterr().out, "inside a graded run the self-check does nothing"

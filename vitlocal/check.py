@@ -2,6 +2,7 @@
 
     vitlocal check 01_lattice exercises/01_lattice/01_lattice.ipynb     # your notebook, executed in smoke mode
     vitlocal check 01_lattice my_lattice.py                             # your functions, imported from a module
+    vitlocal.check.here()                                               # in a cell of your notebook, in Jupyter
 
 Every assignment lives in ``solutions/NN_topic/NN_topic.ipynb`` (the nbgrader source). Its graded cells
 hold the visible checks you see in your copy and the hidden checks an instructor grades with; the
@@ -9,7 +10,13 @@ heavier hidden checks live in ``tests/hidden/<topic>.py`` as functions that take
 `run_check` runs all of them on your work, as ``nbgrader autograde`` would, and reports points per
 exercise: a passed or failed line per graded cell, never the hidden code. In this public repository
 the hidden checks are the back of the book, not a secret; an instructor may grade with a private copy
-(``VITLOCAL_HIDDEN_TESTS``), so a full score here says "public checks passed", nothing more.
+(``VITLOCAL_HIDDEN_TESTS``), so a full score here says "public checks passed", nothing more. Each
+failed exercise names the lecture section to re-read (the ``Re-read:`` line under its header). Written
+answers (nbgrader's manually graded cells) are listed with their points; a person grades them.
+
+A graded cell scores zero when it raises or writes to stderr, as in nbgrader; a cell that runs past the
+time limit is interrupted and fails. A warning is no mistake: `warnings_to_stdout` (called by every
+assignment's setup) prints warnings on stdout, where they cost nothing.
 
 * A notebook (``.ipynb``) is executed top to bottom with nbclient in smoke mode
   (``VITLOCAL_SMOKE=1``), after its graded and read-only cells are restored from the source by
@@ -28,12 +35,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
 import importlib
 import importlib.util
 import io
 import os
+import re
 import runpy
 import sys
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,21 +59,28 @@ __all__ = [
     "add_check_parser",
     "course_root",
     "graded_cells",
+    "here",
     "hidden_dir",
     "hidden_tests",
     "randn",
+    "rereads",
     "run_check",
     "run_source",
     "setup_namespace",
     "solution_namespace",
     "source_notebook",
     "split_hidden",
+    "warnings_to_stdout",
+    "written_cells",
 ]
 
 TOPICS = ("01_lattice", "02_im2col_shift", "03_cross_attention", "04_conv_projection", "05_attnconv", "06_capstone")
 BEGIN_HIDDEN, END_HIDDEN = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
 BEGIN_SOLUTION, END_SOLUTION = "### BEGIN SOLUTION", "### END SOLUTION"
 _PACKAGE = "_vitlocal_hidden"  # the name the hidden-check folder is imported under
+_CHECKING = "VITLOCAL_CHECKING"  # set while a notebook is being checked, so that its own `here()` does not recurse
+_EXERCISE = re.compile(r"## (Exercise \d+)")
+_REREAD = re.compile(r"^Re-read: \[(?P<section>[^\]]+)\]\((?P<link>[^)]+)\)", re.MULTILINE)
 
 
 # ---------------------------------------------------------------- where the course and its hidden checks live
@@ -145,15 +162,36 @@ def _jupyter(name: str) -> ModuleType:
         raise ValueError(f"vitlocal check needs {name}, which JupyterLab brings: pip install -e '.[lab]'") from error
 
 
-def graded_cells(nb: Any) -> Iterator[tuple[str, Any]]:
-    """``(exercise, cell)`` for every graded cell, the exercise being the ``grade_id`` of the answer cell before it."""
+def _by_exercise(nb: Any) -> Iterator[tuple[str, Any]]:
+    """``(exercise, cell)`` for every cell, the exercise being "Exercise N" of the header above it ("setup" before)."""
     exercise = "setup"
     for cell in nb.cells:
-        meta = _nbgrader(cell)
-        if meta.get("solution"):
-            exercise = meta["grade_id"]
-        if meta.get("grade"):
+        if cell["cell_type"] == "markdown" and (header := _EXERCISE.match(_source(cell))):
+            exercise = header[1]
+        yield exercise, cell
+
+
+def graded_cells(nb: Any) -> Iterator[tuple[str, Any]]:
+    """``(exercise, cell)`` for every autograded cell (the checks), the exercise being "Exercise N"."""
+    for exercise, cell in _by_exercise(nb):
+        if _nbgrader(cell).get("grade") and not _nbgrader(cell).get("solution"):
             yield exercise, cell
+
+
+def written_cells(nb: Any) -> Iterator[tuple[str, Any]]:
+    """``(exercise, cell)`` for every written answer: nbgrader's manually graded answer cells."""
+    for exercise, cell in _by_exercise(nb):
+        if _nbgrader(cell).get("grade") and _nbgrader(cell).get("solution"):
+            yield exercise, cell
+
+
+def rereads(nb: Any) -> dict[str, str]:
+    """Exercise -> the lecture section its header says to re-read (``Re-read: [section](link)``)."""
+    found = {}
+    for exercise, cell in _by_exercise(nb):
+        if cell["cell_type"] == "markdown" and (line := _REREAD.search(_source(cell))):
+            found.setdefault(exercise, f"{line['section']} ({line['link'].removeprefix('../../')})")
+    return found
 
 
 def split_hidden(source: str) -> tuple[str, str]:
@@ -174,14 +212,24 @@ def _is_setup(cell: Any) -> bool:
 
 
 # ---------------------------------------------------------------- running cells in this process
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"{category.__name__}: {message} (a warning; it costs no points)", file=sys.stdout)
+
+
+def warnings_to_stdout() -> None:
+    """Print warnings on stdout: nbgrader scores a graded cell that writes to stderr zero; a warning is no mistake."""
+    warnings.showwarning = _show_warning
+
+
 def run_source(source: str, namespace: dict[str, Any]) -> str | None:
     """Run ``source`` in ``namespace`` as a notebook cell would run; ``None`` if it passed silently, else why not.
 
-    As in nbgrader, a cell fails when it raises or writes to stderr (a warning included).
+    As in nbgrader, a cell fails when it raises or writes to stderr; warnings go to stdout (`warnings_to_stdout`).
     """
     out, err = io.StringIO(), io.StringIO()
     try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+            warnings_to_stdout()
             exec(compile(source, "<graded cell>", "exec"), namespace)
     except Exception as error:
         return _describe(error)
@@ -251,12 +299,18 @@ class CellResult:
 
 @dataclass(frozen=True)
 class Report:
-    """The result of `run_check`: one `CellResult` per graded cell, in notebook order."""
+    """The result of `run_check`: one `CellResult` per autograded cell, in notebook order; written answers apart.
+
+    ``written`` maps each written answer's ``grade_id`` to its exercise and points (a person grades them);
+    ``reread`` maps each exercise to the lecture section to re-read when it fails.
+    """
 
     topic: str
     path: Path
     how: str
     cells: list[CellResult]
+    written: dict[str, tuple[str, float]]
+    reread: dict[str, str]
 
     @property
     def points(self) -> float:
@@ -277,7 +331,7 @@ class Report:
         return grouped
 
     def __str__(self) -> str:
-        width = max(len(c.grade_id) for c in self.cells) + 6
+        width = max(len(name) for name in [c.grade_id for c in self.cells] + list(self.written)) + 6
         lines = [f"vitlocal check {self.topic}: {self.path} ({self.how})", ""]
         for exercise, cells in self.exercises().items():
             scored, possible = sum(c.points for c in cells), sum(c.max_points for c in cells)
@@ -285,8 +339,15 @@ class Report:
             for c in cells:
                 status = "passed" if c.failure is None else f"failed: {c.failure}"
                 lines.append(f"      {c.grade_id:<{width - 4}} {_pts(c.points, c.max_points)}  {status}")
+            for grade_id, (written_in, points) in self.written.items():
+                if written_in == exercise:
+                    lines.append(f"      {grade_id:<{width - 4}} ?/{points:g}  a written answer: a person grades it")
+            if scored < possible and exercise in self.reread:
+                lines.append(f"      re-read {self.reread[exercise]}")
         lines.append("")
         score = f"{_pts(self.points, self.max_points)} points"
+        if self.written:
+            score += f" (and {sum(p for _, p in self.written.values()):g} for written answers, graded by hand)"
         if self.passed:
             lines.append(f"public checks passed: {score} (an instructor grading with private checks may find more)")
         else:
@@ -343,10 +404,17 @@ def _cell_failure(cell: Any) -> str | None:
 def _check_notebook(source_nb: Any, path: Path, timeout: int) -> list[CellResult]:
     nb = _restore_graded_cells(_read(path), source_nb)
     resources = {"metadata": {"path": str(path.parent)}}  # run in the notebook's folder, as Jupyter does
+    timed_out = {"ename": "CellTimeoutError", "evalue": f"the cell ran past the {timeout} s limit", "traceback": []}
     client = _jupyter("nbclient").NotebookClient(
-        nb, timeout=timeout, kernel_name="python3", allow_errors=True, resources=resources
+        nb,
+        timeout=timeout,
+        kernel_name="python3",
+        allow_errors=True,
+        interrupt_on_timeout=True,
+        error_on_timeout=timed_out,
+        resources=resources,
     )
-    with _environment(VITLOCAL_SMOKE="1", VITLOCAL_HIDDEN_TESTS=str(hidden_dir())):
+    with _environment(VITLOCAL_SMOKE="1", VITLOCAL_HIDDEN_TESTS=str(hidden_dir()), **{_CHECKING: "1"}):
         client.execute()
     return [_result(exercise, cell, _cell_failure(cell)) for exercise, cell in graded_cells(nb)]
 
@@ -365,11 +433,54 @@ def run_check(topic: str, path: str | Path, timeout: int = 300) -> Report:
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; pass your notebook (.ipynb) or module (.py)")
     source_nb = _read(source_notebook(topic))
+    written = {_nbgrader(c)["grade_id"]: (ex, float(_nbgrader(c)["points"])) for ex, c in written_cells(source_nb)}
     if path.suffix == ".ipynb":
-        return Report(topic, path, "notebook executed in smoke mode", _check_notebook(source_nb, path, timeout))
-    if path.suffix == ".py":
-        return Report(topic, path, "module imported, checks run in smoke mode", _check_module(source_nb, path))
-    raise ValueError(f"{path} must be a notebook (.ipynb) or a Python module (.py)")
+        how, cells = "notebook executed in smoke mode", _check_notebook(source_nb, path, timeout)
+    elif path.suffix == ".py":
+        how, cells = "module imported, checks run in smoke mode", _check_module(source_nb, path)
+    else:
+        raise ValueError(f"{path} must be a notebook (.ipynb) or a Python module (.py)")
+    return Report(topic, path, how, cells, written, rereads(source_nb))
+
+
+# ---------------------------------------------------------------- checking the notebook you are in
+def _this_notebook() -> Path:
+    """The notebook this kernel serves: Jupyter's ``JPY_SESSION_NAME``, else the one assignment notebook here."""
+    session = Path(os.environ.get("JPY_SESSION_NAME", ""))
+    if session.suffix == ".ipynb" and session.is_file():
+        return session
+    found = [Path.cwd() / f"{topic}.ipynb" for topic in TOPICS if (Path.cwd() / f"{topic}.ipynb").is_file()]
+    if len(found) != 1:
+        raise FileNotFoundError(
+            f"cannot tell which notebook to check in {Path.cwd()}: call here('path/to/NN_topic.ipynb')"
+        )
+    return found[0]
+
+
+def here(path: str | Path | None = None, topic: str | None = None, timeout: int = 300) -> Report | None:
+    """Check the notebook you are working in, from one of its cells: ``vitlocal.check.here()``.
+
+    It checks the notebook **as last saved** (save first: Ctrl+S), executing a copy in smoke mode with every
+    visible and hidden check, and prints the points per exercise and the lecture section to re-read for each
+    failed one. Inside a check or an nbgrader run it does nothing (so it may stay in the notebook).
+
+    Args:
+        path: the notebook; by default the one this kernel serves (or the only ``NN_topic.ipynb`` here).
+        topic: the assignment; by default the notebook's name (``01_lattice.ipynb`` -> ``"01_lattice"``).
+        timeout: seconds allowed per cell.
+    Returns:
+        the `Report`, or ``None`` where it did nothing.
+    """
+    if os.environ.get(_CHECKING) or "NBGRADER_EXECUTION" in os.environ:
+        print("self-check skipped: this notebook is being checked or graded right now")
+        return None
+    path = Path(path) if path else _this_notebook()
+    topic = topic or path.stem
+    saved = datetime.datetime.fromtimestamp(path.stat().st_mtime).strftime("%H:%M:%S")
+    print(f"checking {path.name} as saved at {saved}: every cell runs again in smoke mode (a minute or two) ...")
+    report = run_check(topic, path, timeout)
+    print(report)
+    return report
 
 
 # ---------------------------------------------------------------- the command line
