@@ -258,26 +258,30 @@ def run_study(
     return [r for r in rows if any(r["arm"] == a.label for a in chosen) and r["seed"] in seeds]
 
 
-def study_table(rows: list[dict[str, Any]]) -> str:
+def study_table(rows: list[dict[str, Any]], throughput: list[dict[str, Any]] | None = None) -> str:
     """A Markdown table, one line per arm (in the order first seen): mean final top-1 over seeds with each seed's
-    value, best top-1, params, MACs, img/s and minutes per run, and the paper's figure."""
+    value, best top-1, params, MACs, training img/s and minutes per run, and the paper's figure.
+
+    img/s is the runs' own mean unless ``throughput`` (`measure_arms` rows) gives the side-by-side figure.
+    """
     arms: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         arms.setdefault(row["arm"], []).append(row)
+    speed = {r["arm"]: r["img_per_s"] for r in throughput or []}
     lines = [
-        "| arm | model | params (M) | MMACs | seeds | final top-1 (%) | per seed | best top-1 (%) | img/s | min/run "
-        "| paper |",
+        "| arm | model | params (M) | MMACs | seeds | final top-1 (%) | per seed | best top-1 (%) | "
+        f"img/s{' (side by side)' if speed else ''} | min/run | paper |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for label, group in arms.items():
         group = sorted(group, key=lambda r: r["seed"])
         finals = [r["final_acc1"] for r in group]
         spread = f" ± {(max(finals) - min(finals)) / 2:.1f}" if len(finals) > 1 else ""
+        img_s = speed.get(label, statistics.mean(r["train_img_per_s"] for r in group))
         lines.append(
             f"| {label} | {group[0]['model']} | {group[0]['params_m']:.2f} | {group[0]['mmacs']:.1f} | {len(group)} | "
             f"{statistics.mean(finals):.1f}{spread} | {' / '.join(f'{a:.1f}' for a in finals)} | "
-            f"{statistics.mean(r['best_acc1'] for r in group):.1f} | "
-            f"{statistics.mean(r['train_img_per_s'] for r in group):.0f} | "
+            f"{statistics.mean(r['best_acc1'] for r in group):.1f} | {img_s:.0f} | "
             f"{statistics.mean(r['minutes'] for r in group):.1f} | {group[0]['paper'] or '-'} |"
         )
     if rows:
@@ -285,7 +289,8 @@ def study_table(rows: list[dict[str, Any]]) -> str:
         first = rows[0]
         lines.append(
             f"\n{first['data']}, {first['img_size']} px, {first['epochs']} epochs, batch {first['batch_size']}, "
-            f"recipe `{first['recipe']}`; chance {chance:.0f}%. ± is half the range over seeds."
+            f"recipe `{first['recipe']}`; chance {chance:.0f}%. ± is half the range over seeds; min/run is each run's "
+            "own wall time, evaluation included."
         )
     return "\n".join(lines)
 
