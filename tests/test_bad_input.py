@@ -271,6 +271,9 @@ MISTAKES = {
     "train --set an unknown key": Mistake(
         f"{TRAIN} --set mixupp=0 --out {{tmp}}/r", 2, ("unknown recipe setting", "'mixupp'", "mixup")
     ),
+    "train --set a value that is no literal": Mistake(
+        f"{TRAIN} --set mixup=abc --out {{tmp}}/r", 2, ("--set mixup=abc", "Python literals", "e.g. --set mixup=0.0")
+    ),
     "train --set without a value": Mistake(f"{TRAIN} --set mixup --out {{tmp}}/r", 2, ("--set 'mixup'", "KEY=VALUE")),
     "train --model-set an unknown field": Mistake(
         f"{TRAIN} --model-set depthh=2 --out {{tmp}}/r", 2, ("no field(s) ['depthh']", "depth")

@@ -7,6 +7,8 @@ arithmetic for crops, flips, mixup and cutmix.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import random
 import tarfile
@@ -24,7 +26,7 @@ from PIL import Image, ImageEnhance, ImageOps
 from tests.util import randn
 from vitlocal.data import IMAGENET100, build_data, imagenet_subset, parse_source, sources, synthetic_images
 from vitlocal.data import augment as A
-from vitlocal.data.images import EvalTransform, centre_crop_box, to_tensor
+from vitlocal.data.images import EvalTransform, centre_crop_box, to_rgb, to_tensor
 from vitlocal.data.synthetic import class_motifs
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -332,12 +334,59 @@ def test_corrupt_jpeg_is_skipped_with_one_warning(tmp_path: Path) -> None:
     (root / "train" / "n01" / "2.JPEG").write_bytes(b"not an image at all")
     data = build_data(str(root), 8, 8, augment=A.Augment(), in_memory=False, workers=0)
     with pytest.warns(UserWarning, match="skipping unreadable image") as caught:
-        batches = list(data.train)
-    assert len(caught) == 1 and data.train.skipped == 2
-    assert sum(len(x) for x, _ in batches) == 6
+        for epoch in (0, 1):  # counted per epoch, warned about once
+            data.train.set_epoch(epoch)
+            batches = list(data.train)
+            assert data.train.skipped == 2 and sum(len(x) for x, _ in batches) == 6
+    assert len(caught) == 1
     with pytest.warns(UserWarning, match="2 skipped"):
         memory = build_data(str(root), 8, 8, in_memory=True, workers=0)
-    assert memory.train.num_images == 6 and memory.train.skipped == 2
+    assert memory.train.num_images == 6 and memory.train.skipped == 2  # the same count on both paths
+
+
+def test_sixteen_bit_images_are_scaled_to_eight_bits_not_clipped() -> None:
+    pixels = np.array([[0, 255, 256, 40000, 65535]], dtype=np.uint16)
+    rgb = np.asarray(to_rgb(Image.fromarray(pixels)))
+    assert rgb.shape == (1, 5, 3) and rgb[0, :, 0].tolist() == [0, 0, 1, 156, 255]
+
+
+def tar_of(folder: Path, path: Path) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        tar.add(folder, arcname=folder.name)
+    return path
+
+
+def test_the_extraction_cache_is_keyed_on_content(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two archives of the same name and size but other bytes get their own cache entries."""
+    monkeypatch.setenv("VITLOCAL_CACHE", str(tmp_path / "cache"))
+    first = sources.extract(tar_of(make_folder(tmp_path / "a" / "set"), tmp_path / "set.tar.gz"))
+    second_archive = tar_of(make_folder(tmp_path / "b" / "set"), tmp_path / "b.tar.gz")
+    (tmp_path / "set.tar.gz").unlink()
+    second = sources.extract(second_archive.rename(tmp_path / "set.tar.gz"))
+    assert first != second and first.name.startswith("set-") and second.is_dir()
+    assert sources.extract(tmp_path / "set.tar.gz") == second  # and the same archive is extracted once
+
+
+@pytest.mark.parametrize("has_data_filter", [True, False])
+def test_unsafe_archive_members_are_refused_on_every_python(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, has_data_filter: bool
+) -> None:
+    """Without ``tarfile.data_filter`` (Python < 3.10.12) the members are still checked, by us."""
+    monkeypatch.setenv("VITLOCAL_CACHE", str(tmp_path / "cache"))
+    if not has_data_filter:
+        monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    root = make_folder(tmp_path / "set")
+    assert (sources.extract(tar_of(root, tmp_path / "good.tar.gz")) / "set" / "train" / "n00").is_dir()
+    for name, kind, link in [("../evil", tarfile.REGTYPE, ""), ("set/l", tarfile.SYMTYPE, "/etc")]:
+        path = tmp_path / "bad.tar.gz"
+        with tarfile.open(path, "w:gz") as tar:
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = kind, link
+            tar.addfile(info, io.BytesIO(b""))
+        with pytest.raises(ValueError, match="refusing to extract"):
+            sources.extract(path)
+    assert not (tmp_path / "evil").exists()
+    assert len(list((tmp_path / "cache" / "extracted").iterdir())) == 1  # the good one; no half-extracted folder
 
 
 def test_imagenet_subset_is_deterministic_and_builds_a_link_tree(tmp_path: Path) -> None:
@@ -396,6 +445,13 @@ def test_download_checks_sha256_and_fails_clearly_offline(tmp_path: Path, monkey
     with pytest.raises(OSError, match="does not match"):
         sources.download(item)
     assert not list(tmp_path.glob("data.tgz*"))  # nothing half-downloaded is kept
+    (tmp_path / "data.tgz").write_bytes(b"54321")  # a cached copy of the right size but other bytes
+    with pytest.raises(OSError, match="does not match"):  # is not trusted: downloaded (here: refused) again
+        sources.download(item)
+    good = sources.Download(item.url, hashlib.sha256(b"12345").hexdigest(), 5)
+    assert sources.download(good).read_bytes() == b"12345"
+    monkeypatch.setattr(sources.urllib.request, "urlretrieve", offline)
+    assert sources.download(good).read_bytes() == b"12345"  # a cached copy with the published checksum is used
 
 
 # ---------------------------------------------------------------- batches

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +21,7 @@ from torch import nn
 from vitlocal import cli
 from vitlocal.data import build_data
 from vitlocal.records import read_metrics
-from vitlocal.train import Ema, TrainConfig, WarmupCosine, train
+from vitlocal.train import Ema, TrainConfig, WarmupCosine, load_checkpoint, train
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -229,3 +231,132 @@ def test_a_few_steps_on_real_imagenette(tmp_path_factory: pytest.TempPathFactory
     streamed = build_data(source, 32, 16, in_memory=False, workers=1, limit=(32, 16))
     x, y = next(iter(streamed.val))
     assert x.shape == (16, 3, 32, 32) and len(streamed.classes) == 10 and y.max() < 10
+
+
+# ---------------------------------------------------------------- crash safety: kill -9 and Ctrl-C, then --resume
+CRASH_RUN = ["train", "--model", "deit_nano", "--img-size", "16", "--epochs", "3", "--batch-size", "8", "--lr", "1e-3"]
+CRASH_RUN += ["--recipe", "light", "--limit-train", "32", "--limit-val", "16", "--workers", "0"]
+CRASH_RUN += ["--set", "drop_path=0.1", "hflip=0.5", "mixup=0.8", "ema_decay=0.9"]  # every random stream in use
+
+# Run in a subprocess: `vitlocal train` that pauses at one point, so that the test can kill it there from outside.
+# argv: marker file, point, then the command line. Nothing of this is in the library: it wraps library functions.
+PAUSING_TRAIN = """
+import os, sys, time
+from pathlib import Path
+import torch
+from vitlocal import cli, records, train as engine
+
+torch.set_num_threads(1)
+marker, point, argv = Path(sys.argv[1]), sys.argv[2], sys.argv[3:]
+
+def pause_at(owner, name, nth, when=lambda *args: True, before=lambda *args: None):
+    # the nth call of owner.name for which when(*args) holds runs before(*args), then waits to be killed
+    original, seen = getattr(owner, name), []
+    def wrapper(*args, **kwargs):
+        if when(*args):
+            seen.append(1)
+            if len(seen) == nth:
+                before(*args)
+                marker.touch()
+                time.sleep(300)
+        return original(*args, **kwargs)
+    setattr(owner, name, wrapper)
+
+def torn_checkpoint(state, path):  # the temporary checkpoint half written
+    torch_save(state, path)
+    Path(path).write_bytes(Path(path).read_bytes()[: Path(path).stat().st_size // 2])
+
+def torn_metrics(path, text):  # the temporary metrics file half written
+    Path(f"{path}.tmp{os.getpid()}").write_text(text[: len(text) // 2])
+
+torch_save = torch.save
+is_metrics = lambda path, text: Path(path).name == "metrics.jsonl"
+points = {
+    "in the middle of epoch 2": lambda: pause_at(torch.optim.AdamW, "step", 6),  # 4 steps an epoch
+    "while evaluating epoch 2": lambda: pause_at(engine, "evaluate", 3),  # the model, then the EMA, each epoch
+    "writing the checkpoint of epoch 2": lambda: pause_at(records.torch, "save", 2, before=torn_checkpoint),
+    "before the rename of checkpoint 2": lambda: pause_at(
+        records.os, "replace", 2, when=lambda src, dst: Path(dst).name == "checkpoint.pt"
+    ),
+    "between checkpoint 2 and its metrics": lambda: pause_at(engine, "write_jsonl", 2),
+    "writing the metrics of epoch 2": lambda: pause_at(
+        records, "write_text_atomically", 2, when=is_metrics, before=torn_metrics
+    ),
+    "between the last checkpoint and its metrics": lambda: pause_at(engine, "write_jsonl", 3),
+}
+points[point]()
+sys.exit(cli.main(argv))
+"""
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The crash test's run, in one go."""
+    out = tmp_path_factory.mktemp("uninterrupted") / "run"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TQDM_DISABLE", "1")
+        mp.delenv("VITLOCAL_SMOKE", raising=False)
+        assert cli.main([*CRASH_RUN, "--out", str(out)]) == 0
+    return out
+
+
+def stopped_train(out: Path, point: str, signal_number: int) -> subprocess.CompletedProcess:
+    """`vitlocal train` into ``out``, stopped at ``point`` by ``signal_number`` sent from outside."""
+    marker = out.with_name("paused")
+    env = {k: v for k, v in os.environ.items() if k != "VITLOCAL_SMOKE"} | {"TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
+    argv = [sys.executable, "-c", PAUSING_TRAIN, str(marker), point, *CRASH_RUN, "--out", str(out)]
+    proc = subprocess.Popen(argv, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert marker.exists(), f"never reached {point!r}: {proc.communicate(timeout=60)[1][-3000:]}"
+    proc.send_signal(signal_number)
+    stdout, stderr = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
+
+
+@pytest.mark.parametrize(
+    ("point", "last_checkpoint"),
+    [
+        ("in the middle of epoch 2", 1),
+        ("while evaluating epoch 2", 1),
+        ("writing the checkpoint of epoch 2", 1),
+        ("before the rename of checkpoint 2", 1),
+        ("between checkpoint 2 and its metrics", 2),
+        ("writing the metrics of epoch 2", 2),
+        ("between the last checkpoint and its metrics", 3),
+    ],
+)
+def test_kill_9_then_resume_ends_as_an_uninterrupted_run(
+    point: str, last_checkpoint: int, uninterrupted: Path, tmp_path: Path
+) -> None:
+    """``kill -9`` at any point of an epoch or of its checkpoint write loses at most the epoch in progress: the
+    checkpoint on disk stays readable, and ``--resume`` ends with the metrics and weights of a run never stopped."""
+    out = tmp_path / "run"
+    killed = stopped_train(out, point, signal.SIGKILL)
+    assert killed.returncode == -signal.SIGKILL
+    assert load_checkpoint(out / "checkpoint.pt")["epoch"] == last_checkpoint  # never torn
+    assert [row["epoch"] for row in read_metrics(out)] in (
+        [*range(1, last_checkpoint)],
+        [*range(1, last_checkpoint + 1)],
+    )
+
+    assert cli.main([*CRASH_RUN, "--out", str(out), "--resume"]) == 0
+
+    assert without_timing(read_metrics(out)) == without_timing(read_metrics(uninterrupted))
+    resumed, straight = (torch.load(p / "checkpoint.pt", weights_only=True) for p in (out, uninterrupted))
+    for key in straight["model"]:
+        assert torch.equal(resumed["model"][key], straight["model"][key]), key
+        assert torch.equal(resumed["ema"]["module"][key], straight["ema"]["module"][key]), key
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "config.json", "metrics.jsonl"]  # no leftovers
+
+
+def test_ctrl_c_says_where_the_last_checkpoint_is_and_resume_continues(uninterrupted: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    stopped = stopped_train(out, "in the middle of epoch 2", signal.SIGINT)
+    assert stopped.returncode == 130, stopped.stderr[-3000:]
+    assert "Traceback" not in stopped.stderr
+    assert f"interrupted in epoch 2; the last checkpoint is {out / 'checkpoint.pt'} (epoch 1)" in stopped.stderr
+    assert "continue with --resume" in stopped.stderr
+    assert cli.main([*CRASH_RUN, "--out", str(out), "--resume"]) == 0
+    assert without_timing(read_metrics(out)) == without_timing(read_metrics(uninterrupted))

@@ -287,7 +287,16 @@ def _recipe(name: str, overrides: dict[str, Any]) -> Recipe:
     """The named recipe with ``overrides`` applied."""
     if name not in RECIPES:
         raise ValueError(f"--recipe {name!r} is unknown; recipes: {', '.join(RECIPES)}")
-    return with_overrides(RECIPES[name], overrides)
+    preset = RECIPES[name]
+    recipe = with_overrides(preset, overrides)
+    for key, value in overrides.items():
+        if isinstance(value, str):  # no recipe setting is a string: `--set` kept a value it could not parse
+            default = getattr(preset if hasattr(preset, key) else preset.augment, key)
+            raise ValueError(
+                f"--set {key}={value}: recipe settings are Python literals (numbers, tuples, True, False, None); "
+                f"e.g. --set {key}={default!r}"
+            )
+    return recipe
 
 
 def _check_model(name: str, img_size: int, model_args: dict[str, Any]) -> None:

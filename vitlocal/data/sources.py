@@ -141,13 +141,13 @@ def cache_dir() -> Path:
 
 
 def _sha256(path: Path) -> str:
-    """The file's sha256 (computed once per process for a given path, size and modification time)."""
+    """The file's sha256 (computed once per process for a given path, inode, size and modification time)."""
     stat = path.stat()
-    return _sha256_of(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    return _sha256_of(str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
 
 @functools.cache
-def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
+def _sha256_of(path: str, inode: int, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
