@@ -290,7 +290,10 @@ MISTAKES = {
         f"{TRAIN} --batch-size 8 --out {{run}} --resume", 2, ("trained with other ['batch_size']", "keep them")
     ),
     "train --resume with no checkpoint says so": Mistake(
-        f"{TRAIN} --limit-train 8 --out {{run}} --resume", 0, ("holds no checkpoint yet", "epoch 1"), empty_run
+        f"{TRAIN} --limit-train 8 --out {{run}} --resume",
+        0,
+        ("holds no checkpoint to resume from", "starting at epoch 1"),
+        empty_run,
     ),
     "compare an unknown model": Mistake(
         "compare --models deit_nope --out {tmp}/c", 2, ("unknown model name 'deit_nope'",)

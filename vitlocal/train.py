@@ -515,7 +515,7 @@ def _train(cfg: TrainConfig, procs: _Processes) -> list[dict[str, Any]]:
 
     start, history = 0, []
     if cfg.resume and not checkpoint.exists():
-        say(f"--resume: {out} holds no checkpoint yet, so the run starts at epoch 1")
+        say(f"{out} holds no checkpoint to resume from: starting at epoch 1")
     if cfg.resume and checkpoint.exists():
         state = load_checkpoint(checkpoint, "--resume:")
         changed = [k for k in _RUN_IDENTITY if state["config"].get(k, {}) != asdict(cfg)[k]]
