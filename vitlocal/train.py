@@ -7,13 +7,16 @@
                             smoothing and mixup / cutmix live in the targets), gradient accumulation
                             (``no_sync`` on all but the last micro-batch), gradient clipping
     every epoch             evaluate (loss, top-1, top-5; all-reduced over processes), write the
-                            checkpoint atomically, append one line to ``metrics.jsonl``
+                            checkpoint atomically (it holds the metrics of every epoch so far), then
+                            rewrite ``metrics.jsonl`` from it, atomically too
 
 ``--batch-size`` is the *global* batch: W processes with ``--accum-steps k`` each run micro-batches of
 B / (W k), so a run means the same thing on 1 or 8 GPUs. A checkpoint holds the model, optimizer,
 schedule, EMA, epoch, every process's RNG states and the configuration, and loads with
 ``weights_only=True``; ``--resume`` continues bit-exactly on CPU (data order and augmentation are
-seeded by (seed, epoch, rank), the RNG states are restored).
+seeded by (seed, epoch, rank), the RNG states are restored). A ``kill -9`` at any point loses at most the
+epoch in progress; Ctrl-C stops after saying where the last checkpoint is (``tests/test_train.py`` kills
+runs at seven points and resumes them).
 
 ``VITLOCAL_SMOKE=1`` (or nbgrader's ``NBGRADER_EXECUTION``) shrinks a run to a few tiny steps: the
 same code, smaller sizes.
