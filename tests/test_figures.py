@@ -95,3 +95,19 @@ def test_play_in_smoke_mode_is_static_even_with_ipywidgets(monkeypatch):
     calls = []
     play(lambda size=2: calls.append(size), size=(1, 4))
     assert calls == [2]
+
+
+def test_play_with_ipywidgets_starts_at_the_defaults_and_redraws_when_a_control_moves(monkeypatch):
+    widgets = pytest.importorskip("ipywidgets")
+    monkeypatch.delenv("VITLOCAL_SMOKE", raising=False)
+    monkeypatch.delenv("NBGRADER_EXECUTION", raising=False)
+    interact, made = widgets.interact, []
+    monkeypatch.setattr(widgets, "interact", lambda f, **kw: made.append(interact(f, **kw).widget))
+    calls = []
+    play(lambda size=3, colour="red": calls.append((size, colour)), size=(1, 10), colour=["red", "blue"])
+    (widget,) = made
+    slider, dropdown = widget.children[:2]
+    assert (slider.min, slider.max, slider.value, dropdown.value) == (1, 10, 3, "red")
+    slider.value = 7
+    dropdown.value = "blue"
+    assert calls == [(3, "red"), (7, "red"), (7, "blue")]
