@@ -261,7 +261,7 @@ def test_check_grades_a_module(tmp_path):
     assert report.passed and report.points == report.max_points == 15, str(report)
     assert "public checks passed" in str(report) and "all tests passed" not in str(report).lower()
 
-    bad = tmp_path / "columns_first.py"  # tokens laid column-major both ways: only the hidden checks see it
+    bad = tmp_path / "columns_first.py"  # tokens laid column-major both ways: they still round-trip
     bad.write_text(
         _solution_module("01_lattice")
         + "\n\ndef seq2img(tokens, h, w):\n    return rearrange(tokens, 'b (w h) c -> b c h w', h=h, w=w)\n"
@@ -269,8 +269,10 @@ def test_check_grades_a_module(tmp_path):
     )
     report = check.run_check("01_lattice", bad)
     failed = {c.grade_id for c in report.cells if c.failure}
-    assert failed == {"test_seq2img_values", "test_img2seq_values", "test_locality_values"}, str(report)
-    assert report.points == 9 and "public checks passed" not in str(report)
+    lattice_cells = {"test_seq2img_shape", "test_seq2img_values", "test_img2seq_round_trip", "test_img2seq_values"}
+    assert failed == lattice_cells | {"test_locality_cls_passes", "test_locality_values"}, str(report)
+    assert report.points == 6 and "public checks passed" not in str(report)
+    assert "seq2img(tokens (1, 6, 2), h=2, w=3): relative error 0.5, more than the tolerance 1e-06" in str(report)
     graded = check.graded_cells(_notebook("solutions", "01_lattice"))
     hidden = [line.strip() for _, cell in graded for line in check.split_hidden(cell.source)[1].splitlines()]
     assert not [line for line in hidden if line and line in str(report)], "the report shows hidden code"

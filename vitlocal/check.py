@@ -39,6 +39,7 @@ import datetime
 import importlib
 import importlib.util
 import io
+import math
 import os
 import re
 import runpy
@@ -58,6 +59,7 @@ __all__ = [
     "Report",
     "add_check_parser",
     "course_root",
+    "expect_close",
     "graded_cells",
     "here",
     "hidden_dir",
@@ -66,11 +68,13 @@ __all__ = [
     "rereads",
     "run_check",
     "run_source",
+    "set_wave_",
     "setup_namespace",
     "solution_namespace",
     "source_notebook",
     "split_hidden",
     "warnings_to_stdout",
+    "wave",
     "written_cells",
 ]
 
@@ -131,6 +135,47 @@ def hidden_tests(topic: str) -> ModuleType:
 def randn(*shape: int, seed: int = 0, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """A reproducible normal tensor (float64 by default): hypothesis draws the seed, not the numbers."""
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+def wave(*shape: int, phase: float = 0.0) -> torch.Tensor:
+    """A float64 tensor of ``sin(0.37 i + phase + 0.1)`` over its flat index ``i``: the same numbers everywhere.
+
+    Visible checks compare with stored results; unlike a random generator, a sine does not change with the
+    machine or the torch version.
+    """
+    n = math.prod(shape)
+    return torch.sin(0.37 * torch.arange(n, dtype=torch.float64) + phase + 0.1).view(*shape)
+
+
+def set_wave_(module: torch.nn.Module) -> torch.nn.Module:
+    """``module`` in float64 with every parameter and float buffer set to a `wave` (entry ``k`` of the sorted
+    names gets phase ``k``, so the values depend on the names, not on the order of definition); running
+    variances lie in [1, 1.5]. Returns the module, for the stored results of the visible checks.
+    """
+    module = module.double()
+    with torch.no_grad():
+        for k, (name, tensor) in enumerate(sorted(module.state_dict().items())):
+            if tensor.is_floating_point():
+                values = 0.5 * wave(*tensor.shape, phase=float(k))
+                tensor.copy_(1 + values.abs() if name.endswith("running_var") else values)
+    return module
+
+
+def expect_close(got: Any, want: Any, what: str, tol: float = 1e-6) -> None:
+    """A visible check on values: ``got`` has ``want``'s shape and a relative error of at most ``tol`` (CS231n's).
+
+    The relative error is the largest ``|got - want| / max(|got| + |want|, 1e-8)`` over the entries; ``want``
+    is a stored expected result (a nested list) or a tensor from an independent computation.
+    """
+    if not isinstance(got, torch.Tensor):
+        raise AssertionError(f"{what} must be a torch.Tensor, got {type(got).__name__}")
+    want = torch.as_tensor(want, dtype=torch.float64)
+    if got.shape != want.shape:
+        raise AssertionError(f"{what} has shape {tuple(got.shape)}, expected {tuple(want.shape)}")
+    got = got.detach().to(torch.float64)
+    error = ((got - want).abs() / (got.abs() + want.abs()).clamp_min(1e-8)).max().item() if got.numel() else 0.0
+    if not error <= tol:  # a NaN fails too
+        raise AssertionError(f"{what}: relative error {error:.2g}, more than the tolerance {tol:g}")
 
 
 # ---------------------------------------------------------------- reading an assignment's source notebook

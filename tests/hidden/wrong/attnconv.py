@@ -12,7 +12,7 @@ WRONG: list[Wrong] = []
 wrong = registry(WRONG)
 
 
-@wrong(subtle=True)
+@wrong(subtle=False)
 def sigmoid_instead_of_tanh():
     """A sigmoid gate where CloFormer has tanh: bounded too, but never negative."""
 
@@ -22,7 +22,7 @@ def sigmoid_instead_of_tanh():
     return {"context_weights": context_weights}
 
 
-@wrong(subtle=True)
+@wrong(subtle=False)
 def scale_before_the_fcs():
     """The scale ``d^-0.5`` applied to ``Q * K`` before the FCs instead of after them."""
 
@@ -32,7 +32,7 @@ def scale_before_the_fcs():
     return {"context_weights": context_weights}
 
 
-@wrong(subtle=True)
+@wrong(subtle=False)
 def relu_instead_of_swish():
     """ReLU between the FCs where CloFormer has Swish."""
 
@@ -42,7 +42,7 @@ def relu_instead_of_swish():
     return {"context_weights": context_weights}
 
 
-@wrong(subtle=True)
+@wrong(subtle=False)
 def softmax_over_channels():
     """Softmax over the channels, as if the weights were attention probabilities."""
 
@@ -56,7 +56,7 @@ def _gate(q, k, fc1, fc2, head_dim):
     return torch.tanh(fc2(F.silu(fc1(q * k))) * head_dim**-0.5)
 
 
-@wrong(subtle=True)
+@wrong(subtle=False)
 def qkv_split_interleaved():
     """The ``3c`` channels split as ``(c three)`` instead of ``(three c)``."""
 
@@ -67,7 +67,7 @@ def qkv_split_interleaved():
     return {"attn_conv": attn_conv}
 
 
-@wrong(subtle=True)
+@wrong(subtle=False)
 def values_not_aggregated():
     """V taken before the depthwise conv: no shared-weight aggregation of the values."""
 
@@ -87,7 +87,7 @@ def _global(x, q_proj, kv_proj, num_heads, window, pool=F.avg_pool2d, scale=None
     return rearrange(out, "b heads (h w) d -> b (heads d) h w", h=h)
 
 
-@wrong(subtle=True)
+@wrong(subtle=False)
 def max_pooled_keys():
     """Keys and values from a max-pooled map instead of an average-pooled one."""
 
@@ -97,7 +97,7 @@ def max_pooled_keys():
     return {"pooled_global_attention": pooled_global_attention}
 
 
-@wrong(subtle=True)
+@wrong(subtle=False)
 def global_without_scale():
     """Softmax of the raw logits, without ``d^-0.5``."""
 
@@ -107,7 +107,7 @@ def global_without_scale():
     return {"pooled_global_attention": pooled_global_attention}
 
 
-@wrong(subtle=True)
+@wrong(subtle=False)
 def keys_and_values_interleaved():
     """The ``2 g d`` channels split as ``(heads two d)``: each head's keys and values taken from the wrong channels."""
 
@@ -117,7 +117,7 @@ def keys_and_values_interleaved():
     return {"pooled_global_attention": pooled_global_attention}
 
 
-@wrong(subtle=True)
+@wrong(subtle=False)
 def global_branch_first():
     """The global branch concatenated first instead of last."""
 

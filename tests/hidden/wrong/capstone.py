@@ -24,7 +24,7 @@ class _LocalityFeedForward(locality.LocalityFeedForward):
         super().__init__(dim, expand_ratio=hidden_dim / dim, gate=None, kernel_size=kernel_size)
 
 
-@wrong(subtle=True)
+@wrong(subtle=False)
 def ffn_without_residual():
     """The residual left out of the module: ``conv(x)`` instead of ``x + conv(x)``."""
 
@@ -35,7 +35,7 @@ def ffn_without_residual():
     return {"LocalityFeedForward": LocalityFeedForward}
 
 
-@wrong(subtle=True)
+@wrong(subtle=False)
 def ffn_with_gelu():
     """GELU where LocalViT has h-swish."""
 
@@ -79,7 +79,7 @@ class _Block(nn.Module):
         return locality.locality_on_tokens(x, self.conv)
 
 
-@wrong(subtle=True)
+@wrong(subtle=False)
 def local_block_residual_twice():
     """A residual around the locality FFN, whose residual is already inside: the patch tokens get ``2 T + ...``."""
 
@@ -95,7 +95,7 @@ def local_block_residual_twice():
     return {"Block": Block}
 
 
-@wrong(subtle=True)
+@wrong(subtle=False)
 def layer_norms_default_eps():
     """PyTorch's LayerNorm eps 1e-5 instead of DeiT's 1e-6."""
 
@@ -138,7 +138,7 @@ class _TinyViT(vit.VisionTransformer):
         super().__init__(config)
 
 
-@wrong(subtle=True)
+@wrong(subtle=False)
 def head_on_mean_token():
     """The head reads the mean of all tokens instead of the class token's final state."""
 
@@ -149,7 +149,7 @@ def head_on_mean_token():
     return {"TinyViT": TinyViT}
 
 
-@wrong(subtle=True)
+@wrong(subtle=False)
 def position_embedding_forgotten():
     """``pos_embed`` created but never added."""
 

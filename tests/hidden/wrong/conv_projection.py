@@ -12,7 +12,7 @@ WRONG: list[Wrong] = []
 wrong = registry(WRONG)
 
 
-@wrong(subtle=True)
+@wrong(subtle=False)
 def embedding_normalised_over_the_map():
     """One normalisation over (C, H, W) per image (CloFormer's GroupNorm(1)), not over C per pixel."""
 
@@ -22,7 +22,7 @@ def embedding_normalised_over_the_map():
     return {"conv_token_embedding": conv_token_embedding}
 
 
-@wrong(subtle=True)
+@wrong(subtle=False)
 def embedding_without_norm():
     """The LayerNorm left out."""
 
@@ -48,7 +48,7 @@ def _conv_projection(x, h, w, projections, with_cls_token, grid="b (h w) c -> b 
     return tuple(torch.cat([cls, rearrange(p(fmap), flat)], dim=1) for p in projections)
 
 
-@wrong(subtle=True)
+@wrong(subtle=False)
 def lattice_columns_first():
     """The tokens put on the lattice and read back column-major, ``(w h)``."""
 
@@ -59,7 +59,7 @@ def lattice_columns_first():
     return {"conv_projection": conv_projection}
 
 
-@wrong(subtle=True)
+@wrong(subtle=False)
 def values_through_the_key_conv():
     """A copy-paste slip: x_v made with the keys' conv and BN."""
 
@@ -97,13 +97,13 @@ def _attention_with(scale, layout="b t (heads d)"):
     return conv_attention
 
 
-@wrong(subtle=True)
+@wrong(subtle=False)
 def head_width_scale():
     """The usual ``d^-0.5``, where CvT scales by the full width ``C_out^-0.5``."""
     return {"conv_attention": _attention_with(lambda q: q.shape[-1] ** -0.5)}
 
 
-@wrong(subtle=True)
+@wrong(subtle=False)
 def no_scale():
     """No scale at all."""
     return {"conv_attention": _attention_with(lambda q: 1.0)}
@@ -115,7 +115,7 @@ def heads_interleaved():
     return {"conv_attention": _attention_with(lambda q: (q.shape[1] * q.shape[-1]) ** -0.5, "b t (d heads)")}
 
 
-@wrong(subtle=True)
+@wrong(subtle=False)
 def keys_rounded():
     """``round(h / 2)``: Python rounds halves to even, so 5 rows give 2 keys where the conv leaves 3."""
 

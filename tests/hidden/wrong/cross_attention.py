@@ -17,7 +17,7 @@ WRONG: list[Wrong] = []
 wrong = registry(WRONG)
 
 
-@wrong(subtle=True)
+@wrong(subtle=False)
 def projection_identity_for_equal_widths():
     """The identity when ``in_dim == out_dim`` (lucidrains' port), where CrossViT always has LN, GELU and Linear."""
 
@@ -29,7 +29,7 @@ def projection_identity_for_equal_widths():
     return {"Projection": Projection}
 
 
-@wrong(subtle=True)
+@wrong(subtle=False)
 def projection_gelu_before_norm():
     """GELU before the LayerNorm."""
 
@@ -42,7 +42,7 @@ def projection_gelu_before_norm():
     return {"Projection": Projection}
 
 
-@wrong(subtle=True)
+@wrong(subtle=False)
 def projection_default_eps():
     """PyTorch's LayerNorm eps 1e-5 instead of CrossViT's 1e-6."""
 
@@ -64,7 +64,7 @@ class _CrossAttention(fusion.CrossAttention):
         return self.proj(rearrange(out, "b heads n d -> b n (heads d)"))
 
 
-@wrong(subtle=True)
+@wrong(subtle=False)
 def keys_without_the_query():
     """Keys and values from the patch tokens only, leaving out the (projected) class token itself."""
 
@@ -75,7 +75,7 @@ def keys_without_the_query():
     return {"CrossAttention": CrossAttention}
 
 
-@wrong(subtle=True)
+@wrong(subtle=False)
 def full_width_scale():
     """The scale ``C^-0.5`` of the full width instead of the head width's ``d^-0.5``."""
 
@@ -89,7 +89,7 @@ def full_width_scale():
     return {"CrossAttention": CrossAttention}
 
 
-@wrong(subtle=True)
+@wrong(subtle=False)
 def heads_interleaved():
     """Heads split as ``(d heads)``: each head gets every h-th channel instead of a contiguous block."""
 
@@ -100,7 +100,7 @@ def heads_interleaved():
     return {"CrossAttention": CrossAttention}
 
 
-@wrong(subtle=True)
+@wrong(subtle=False)
 def mean_token_queries():
     """The query made from the mean of all tokens instead of the class token."""
 
@@ -111,7 +111,7 @@ def mean_token_queries():
     return {"CrossAttention": CrossAttention}
 
 
-@wrong(subtle=True)
+@wrong(subtle=False)
 def residual_outside_the_projection():
     """The residual in the branch's own space, ``cls_i + g(CA(LN(z)))`` (lucidrains' port), not ``g(cls' + CA)``."""
 
@@ -122,7 +122,7 @@ def residual_outside_the_projection():
     return {"fuse_branch": fuse_branch}
 
 
-@wrong(subtle=True)
+@wrong(subtle=False)
 def no_residual():
     """No residual at all: ``g(CA(LN(z)))``."""
 
@@ -145,7 +145,7 @@ def attends_to_its_own_patches():
     return {"fuse_branch": fuse_branch}
 
 
-@wrong(subtle=True)
+@wrong(subtle=False)
 def class_tokens_averaged():
     """The projected class tokens averaged instead of summed."""
 
@@ -156,7 +156,7 @@ def class_tokens_averaged():
     return {"class_token_fusion": class_token_fusion}
 
 
-@wrong(subtle=True)
+@wrong(subtle=False)
 def class_tokens_not_exchanged():
     """Each class token projected there and back on its own: the branches never meet."""
 

@@ -22,7 +22,7 @@ def _copies(x, k, order):
     return torch.stack([xpad[:, :, u : u + h, v : v + w] for u, v in order], dim=2)
 
 
-@wrong(subtle=True)
+@wrong(subtle=False)
 def im2col_columns_first():
     """Neighbours numbered column-major over the window, ``j = v k + u``."""
 
@@ -34,7 +34,7 @@ def im2col_columns_first():
     return {"im2col": im2col}
 
 
-@wrong(subtle=True)
+@wrong(subtle=False)
 def im2col_wraps_around():
     """Neighbours gathered with ``torch.roll``: the map wraps around where it should be zero-padded."""
 
@@ -45,7 +45,7 @@ def im2col_wraps_around():
     return {"im2col": im2col}
 
 
-@wrong(subtle=True)
+@wrong(subtle=False)
 def shift_reversed():
     """Each copy shifted the opposite way (by ``-delta_j``): the neighbours come in reverse order."""
 
@@ -56,7 +56,7 @@ def shift_reversed():
     return {"shift": shift}
 
 
-@wrong(subtle=True)
+@wrong(subtle=False)
 def shift_columns_first():
     """The copies taken column by column over the window: a shift order that is not row-major."""
 
@@ -67,7 +67,7 @@ def shift_columns_first():
     return {"shift": shift}
 
 
-@wrong(subtle=True)
+@wrong(subtle=False)
 def one_hot_columns_first():
     """Kernel ``i`` one-hot at ``(i % k, i // k)``: the identity laid on the window column by column."""
 
@@ -77,7 +77,7 @@ def one_hot_columns_first():
     return {"one_hot_kernels": one_hot_kernels}
 
 
-@wrong(subtle=True)
+@wrong(subtle=False)
 def one_hot_flipped():
     """Kernels flipped, as if ``conv2d`` flipped its kernel (it does not: it is a cross-correlation)."""
 
@@ -100,7 +100,7 @@ def shift_conv_kernel_major():
     return {"shift_conv": shift_conv}
 
 
-@wrong(subtle=True)
+@wrong(subtle=False)
 def shift_conv_flipped_kernels():
     """Flipped one-hot kernels in the depthwise conv: every shift goes the opposite way."""
 
@@ -128,7 +128,7 @@ def _merged(onehot, weight, bias, padding=None):
     return conv
 
 
-@wrong(subtle=True)
+@wrong(subtle=False)
 def merge_forgets_a_bias():
     """The weights summed, but only the one-hot path's bias kept."""
 
@@ -138,7 +138,7 @@ def merge_forgets_a_bias():
     return {"merge": merge}
 
 
-@wrong(subtle=True)
+@wrong(subtle=False)
 def merge_averages():
     """The two paths averaged instead of summed."""
 
@@ -173,7 +173,7 @@ def _local_attention(q, k, v, kernel_size, scale=1.0, mask_borders=False):
     return einsum(scores.softmax(dim=2), _neighbourhoods(v, kernel_size), "b n j h w, b n d j h w -> b n d h w")
 
 
-@wrong(subtle=True)
+@wrong(subtle=False)
 def local_attention_masks_borders():
     """Padded neighbours masked out of the softmax (NAT-style), where Slide-Transformer keeps their zero keys."""
 
@@ -183,7 +183,7 @@ def local_attention_masks_borders():
     return {"local_attention": local_attention}
 
 
-@wrong(subtle=True)
+@wrong(subtle=False)
 def local_attention_scaled():
     """A ``d^-0.5`` scale inside, although the caller scales the queries."""
 

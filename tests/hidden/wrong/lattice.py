@@ -14,7 +14,7 @@ WRONG: list[Wrong] = []
 wrong = registry(WRONG)
 
 
-@wrong(subtle=True)
+@wrong(subtle=False)
 def columns_first():
     """``(w h)`` instead of ``(h w)``: the tokens laid on the lattice column by column, in both directions."""
 
@@ -27,7 +27,7 @@ def columns_first():
     return {"seq2img": seq2img, "img2seq": img2seq}
 
 
-@wrong(subtle=True)
+@wrong(subtle=False)
 def reshape_without_permute():
     """A ``reshape`` without the permute, in both directions: shapes fit, the channels and positions get mixed."""
 
@@ -40,7 +40,7 @@ def reshape_without_permute():
     return {"seq2img": seq2img, "img2seq": img2seq}
 
 
-@wrong(subtle=True)
+@wrong(subtle=False)
 def one_prefix_token_only():
     """``split_cls`` ignores ``num_prefix``: always one class token (breaks DeiT's distillation token)."""
 
@@ -60,7 +60,7 @@ def prefix_without_token_axis():
     return {"split_cls": split_cls}
 
 
-@wrong(subtle=True)
+@wrong(subtle=False)
 def conv_without_bias():
     """The 1x1 conv gets the Linear's weight but not its bias."""
 
@@ -86,7 +86,7 @@ def conv_with_transposed_weight():
     return {"linear_as_conv1x1": linear_as_conv1x1}
 
 
-@wrong(subtle=True)
+@wrong(subtle=False)
 def ffn_residual_added_twice():
     """A residual around the FFN although the FFN (LocalViT's) already holds its own: ``T + FFN(T)``."""
 
@@ -97,7 +97,7 @@ def ffn_residual_added_twice():
     return {"locality_on_tokens": locality_on_tokens}
 
 
-@wrong(subtle=True)
+@wrong(subtle=False)
 def grid_sides_swapped():
     """``seq2img(patches, w, h)``: the grid's sides swapped, invisible on a square grid."""
 
