@@ -15,8 +15,9 @@ import torch
 import vitlocal.study
 from vitlocal import cli
 from vitlocal.models import create_model
-from vitlocal.records import load_model, read_jsonl, read_metrics
+from vitlocal.records import read_jsonl, read_metrics
 from vitlocal.study import STUDIES, run_study, study_table
+from vitlocal.train import load_model
 
 REPO = Path(__file__).resolve().parents[1]
 ROW_FIELDS = {

@@ -14,13 +14,27 @@ from __future__ import annotations
 
 import time
 from contextlib import nullcontext
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["count_params", "count_macs", "throughput", "zoo_rows", "format_zoo_table"]
+from vitlocal.data import build_data
+from vitlocal.models.common import param_groups
+from vitlocal.recipes import get_recipe
+
+__all__ = [
+    "count_params",
+    "count_macs",
+    "throughput",
+    "measure_training",
+    "measure_loading",
+    "zoo_rows",
+    "format_zoo_table",
+]
 
 
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:
@@ -81,6 +95,77 @@ def throughput(
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return batch_size * steps / (time.perf_counter() - start)
+
+
+def measure_training(
+    model: nn.Module,
+    img_size: int,
+    batch_size: int,
+    steps: int = 10,
+    warmup: int = 3,
+    device: str | torch.device | None = None,
+    compile: bool = False,
+) -> dict[str, float | None]:
+    """Images per second of full training steps (forward, backward, AdamW; bf16 autocast on CUDA) on random
+    data, and the peak GPU memory in GiB (``None`` on CPU)."""
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = model.to(dev).train()
+    optimizer = torch.optim.AdamW(param_groups(model, 0.05), lr=1e-4, fused=True if dev.type == "cuda" else None)
+    step_model = torch.compile(model) if compile else model
+    x = torch.randn(batch_size, 3, img_size, img_size, device=dev)
+    y = torch.randint(0, 10, (batch_size,), device=dev)
+
+    def step() -> None:
+        with torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else nullcontext():
+            loss = F.cross_entropy(step_model(x).float(), y)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for _ in range(warmup):
+        step()
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    seconds = time.perf_counter() - start
+    peak = torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else None
+    return {"img_per_s": batch_size * steps / seconds, "peak_mem_gib": peak}
+
+
+def measure_loading(
+    source: str, img_size: int, batch_size: int = 64, workers: int = 1, steps: int = 20, recipe: str = "deit"
+) -> dict[str, float]:
+    """Streamed loading of ``source``'s training split: img/s of ``workers`` processes decoding and cropping
+    (also per worker), and img/s once the recipe's batch augmentation has run on this machine's device."""
+    data = build_data(
+        source,
+        img_size,
+        batch_size,
+        augment=get_recipe(recipe).augment,
+        workers=workers,
+        in_memory=False,
+        limit=(None, 1),
+    )
+
+    def rate(batches: Any) -> float:
+        it = iter(batches)
+        next(it)  # start the workers
+        start, n = time.perf_counter(), 0
+        for _ in range(steps):
+            n += len(next(it)[1])
+        return n / (time.perf_counter() - start)
+
+    decode = rate(data.train.loader)
+    return {
+        "decode_crop_img_per_s": decode,
+        "per_worker": decode / max(1, workers),
+        "augmented_img_per_s": rate(data.train),
+    }
 
 
 def zoo_rows(names: list[str]) -> list[dict]:

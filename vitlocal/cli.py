@@ -88,16 +88,24 @@ def _zoo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_settings(items: Sequence[str]) -> dict[str, Any]:
-    """``["mixup=0", "crop_scale=(0.35, 1)"]`` -> ``{"mixup": 0, "crop_scale": (0.35, 1)}`` (Python literals)."""
+def _parse_settings(items: Sequence[str], flag: str = "--set", strings: bool = False) -> dict[str, Any]:
+    """``["mixup=0", "crop_scale=(0.35, 1)"]`` -> ``{"mixup": 0, "crop_scale": (0.35, 1)}`` (Python literals).
+
+    With ``strings`` a value that is no literal stays a string (``--model-set gate=eca``); else it is an error.
+    """
     settings = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep:
-            raise ValueError(f"--set {item!r} must look like KEY=VALUE, e.g. --set mixup=0")
+            raise ValueError(f"{flag} {item!r} must look like KEY=VALUE, e.g. {flag} mixup=0")
         try:  # Python literals only (numbers, strings, tuples, lists, dicts, True, None): it never runs code
             settings[key] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
+            if not strings:
+                raise ValueError(
+                    f"{flag} {item}: {value!r} is not a value; recipe settings are Python literals (numbers, "
+                    f"True/False/None, tuples), e.g. {flag} mixup=0.0 or {flag} crop_scale=(0.35,1)"
+                ) from None
             settings[key] = value
     return settings
 
@@ -111,7 +119,7 @@ def _train_config(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
         overrides["ema_decay"] = args.ema or None
     names = ("data", "epochs", "batch_size", "img_size", "device", "seed", "compile", "recipe", "lr")
     names += ("accum_steps", "workers", "in_memory", "channels_last", "stop_after", "limit_train", "limit_val")
-    model_args = _parse_settings(args.model_set)
+    model_args = _parse_settings(args.model_set, "--model-set", strings=True)
     return {name: getattr(args, name) for name in names} | {"overrides": overrides, "model_args": model_args} | extra
 
 
@@ -194,9 +202,8 @@ def _timm_model(name: str, img_size: int) -> tuple[Any, str] | None:
 
 def _bench(args: argparse.Namespace) -> int:
     """Training-step throughput and peak memory, ours beside timm's; or the data-loading throughput."""
-    from vitlocal.bench import count_params
+    from vitlocal.bench import count_params, measure_loading, measure_training
     from vitlocal.models import create_model
-    from vitlocal.train import measure_loading, measure_training
 
     if args.data is not None:
         result = measure_loading(args.data, args.img_size, args.batch_size, args.workers, args.steps, args.recipe)

@@ -33,13 +33,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from vitlocal.bench import count_macs
+from vitlocal.bench import count_macs, measure_loading, measure_training
 from vitlocal.data import build_data, parse_source
 from vitlocal.models import create_model
 from vitlocal.recipes import RECIPES
 from vitlocal.records import write_text_atomically
 from vitlocal.slide import im2col, shift
-from vitlocal.train import TrainConfig, measure_loading, measure_training, train
+from vitlocal.train import TrainConfig, train
 
 __all__ = ["SECTIONS", "gpu_report", "summary", "main"]
 

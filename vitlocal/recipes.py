@@ -14,7 +14,7 @@ from typing import Any
 
 from vitlocal.data import Augment
 
-__all__ = ["Recipe", "RECIPES", "default_recipe", "with_overrides"]
+__all__ = ["Recipe", "RECIPES", "default_recipe", "with_overrides", "get_recipe"]
 
 
 @dataclass(frozen=True)
@@ -78,3 +78,10 @@ def with_overrides(recipe: Recipe, overrides: dict[str, Any]) -> Recipe:
         raise ValueError(f"unknown recipe setting(s) {unknown}; valid: {sorted(top | aug)}")
     augment = replace(recipe.augment, **{k: v for k, v in overrides.items() if k in aug})
     return replace(recipe, augment=augment, **{k: v for k, v in overrides.items() if k in top})
+
+
+def get_recipe(name: str, overrides: dict[str, Any] | None = None) -> Recipe:
+    """The recipe called ``name`` with ``overrides`` applied; an unknown name is an error listing the recipes."""
+    if name not in RECIPES:
+        raise ValueError(f"--recipe {name!r} is unknown; recipes: {', '.join(RECIPES)}")
+    return with_overrides(RECIPES[name], overrides or {})

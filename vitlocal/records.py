@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
-__all__ = ["save_atomically", "write_text_atomically", "read_jsonl", "write_jsonl", "read_metrics", "load_model"]
+__all__ = ["save_atomically", "write_text_atomically", "read_jsonl", "write_jsonl", "read_metrics"]
 
 
 def _tmp(path: Path) -> Path:
@@ -60,29 +59,3 @@ def read_metrics(run: str | Path) -> list[dict[str, Any]]:
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: is {run} a run folder written by vitlocal train?")
     return read_jsonl(path)
-
-
-def load_model(run: str | Path, ema: bool = False, initial: bool = False) -> nn.Module:
-    """The trained model of a run folder (or of its ``checkpoint.pt``), in eval mode on the CPU.
-
-    Built as the run built it (model, image size, model config changes, number of classes), then given the
-    checkpoint's weights, or its EMA weights with ``ema=True``. ``initial=True``: the weights the run started
-    from instead (its seed's initialisation, drawn without disturbing the caller's random state).
-    """
-    from vitlocal.models import create_model
-
-    path = Path(run)
-    path = path / "checkpoint.pt" if path.is_dir() else path
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    cfg = state["config"]
-    if ema and state["ema"] is None:
-        raise ValueError(f"{path} has no EMA weights (its recipe had ema_decay=None); load it with ema=False")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg["seed"])  # as `vitlocal.train` seeds before building the model
-        model = create_model(
-            cfg["model"], num_classes=len(state["classes"]), img_size=cfg["img_size"], **cfg.get("model_args", {})
-        )
-    if initial:
-        return model.eval()
-    model.load_state_dict(state["ema"]["module"] if ema else state["model"])
-    return model.eval()

@@ -24,12 +24,12 @@ from typing import Any
 
 import torch
 
-from vitlocal.bench import count_macs, count_params
+from vitlocal.bench import count_macs, count_params, measure_training
 from vitlocal.data import parse_source
 from vitlocal.data.sources import _sha256
 from vitlocal.models import create_model
 from vitlocal.records import read_jsonl, write_jsonl
-from vitlocal.train import TrainConfig, measure_training, smoke_mode, train
+from vitlocal.train import TrainConfig, smoke_mode, train
 
 __all__ = ["Arm", "Study", "STUDIES", "run_study", "study_table", "measure_arms", "compare", "format_results"]
 

@@ -47,7 +47,7 @@ from vitlocal._checks import check_positive, load_torch_file
 from vitlocal.data import Batches, build_data, parse_source, soft_cross_entropy
 from vitlocal.models import create_model
 from vitlocal.models.common import param_groups
-from vitlocal.recipes import RECIPES, Recipe, default_recipe, with_overrides
+from vitlocal.recipes import Recipe, default_recipe, get_recipe
 from vitlocal.records import read_metrics, save_atomically, write_jsonl, write_text_atomically
 
 __all__ = [
@@ -59,8 +59,7 @@ __all__ = [
     "evaluate",
     "evaluate_checkpoint",
     "load_checkpoint",
-    "measure_training",
-    "measure_loading",
+    "load_model",
 ]
 
 
@@ -286,22 +285,6 @@ def _load_weights(model: nn.Module, weights: dict[str, torch.Tensor], path: str 
         ) from err
 
 
-def _recipe(name: str, overrides: dict[str, Any]) -> Recipe:
-    """The named recipe with ``overrides`` applied."""
-    if name not in RECIPES:
-        raise ValueError(f"--recipe {name!r} is unknown; recipes: {', '.join(RECIPES)}")
-    preset = RECIPES[name]
-    recipe = with_overrides(preset, overrides)
-    for key, value in overrides.items():
-        if isinstance(value, str):  # no recipe setting is a string: `--set` kept a value it could not parse
-            default = getattr(preset if hasattr(preset, key) else preset.augment, key)
-            raise ValueError(
-                f"--set {key}={value}: recipe settings are Python literals (numbers, tuples, True, False, None); "
-                f"e.g. --set {key}={default!r}"
-            )
-    return recipe
-
-
 def _check_model(name: str, img_size: int, model_args: dict[str, Any]) -> None:
     """Fail fast, before any data is decoded: an unknown model or config field, an img_size the model cannot take."""
     with torch.device("meta"):
@@ -462,7 +445,7 @@ def _train(cfg: TrainConfig, procs: _Processes) -> list[dict[str, Any]]:
             f"--batch-size {cfg.batch_size} must be a multiple of processes x --accum-steps = {group}; "
             f"use {max(group, cfg.batch_size // group * group)}"
         )
-    recipe = _recipe(cfg.recipe or default_recipe(cfg.model), cfg.overrides)
+    recipe = get_recipe(cfg.recipe or default_recipe(cfg.model), cfg.overrides)
     out = Path(cfg.out)
     _check_out(out)
     checkpoint = out / "checkpoint.pt"
@@ -606,7 +589,7 @@ def _train(cfg: TrainConfig, procs: _Processes) -> list[dict[str, Any]]:
     return history
 
 
-# ---------------------------------------------------------------- eval and bench entry points
+# ---------------------------------------------------------------- evaluation of a run, and its model
 def evaluate_checkpoint(
     checkpoint: str | Path,
     data: str,
@@ -626,7 +609,7 @@ def evaluate_checkpoint(
     if use_ema and state["ema"] is None:
         raise ValueError(f"{checkpoint} has no EMA weights (its recipe had ema_decay=None); evaluate without --ema")
     dev = _pick_device(device)
-    recipe = _recipe(cfg["recipe"] or default_recipe(name), cfg["overrides"])
+    recipe = get_recipe(cfg["recipe"] or default_recipe(name), cfg["overrides"])
     _check_model(name, size, cfg.get("model_args", {}))
     source = build_data(data, size, batch_size, crop_pct=recipe.crop_pct, device=dev, limit=(1, None))
     trained = state["classes"]
@@ -640,77 +623,36 @@ def evaluate_checkpoint(
             f"--data {data} names its classes differently from {checkpoint}'s; label i is compared to class i",
             stacklevel=2,
         )
-    net = create_model(name, num_classes=len(trained), img_size=size, **cfg.get("model_args", {})).to(dev)
-    _load_weights(net, state["ema"]["module"] if use_ema else state["model"], checkpoint)
-    return evaluate(net, source.val)
+    return evaluate(_model_from(state, checkpoint, use_ema, img_size=size).to(dev), source.val)
 
 
-def measure_training(
-    model: nn.Module,
-    img_size: int,
-    batch_size: int,
-    steps: int = 10,
-    warmup: int = 3,
-    device: str | torch.device | None = None,
-    compile: bool = False,
-) -> dict[str, float | None]:
-    """Images per second of full training steps (forward, backward, AdamW; bf16 autocast on CUDA) on random
-    data, and the peak GPU memory in GiB (``None`` on CPU)."""
-    dev = torch.device(device) if device is not None else _pick_device(None)
-    model = model.to(dev).train()
-    optimizer = torch.optim.AdamW(param_groups(model, 0.05), lr=1e-4, fused=True if dev.type == "cuda" else None)
-    step_model = torch.compile(model) if compile else model
-    x = torch.randn(batch_size, 3, img_size, img_size, device=dev)
-    y = torch.randint(0, 10, (batch_size,), device=dev)
+def load_model(run: str | Path, ema: bool = False, initial: bool = False) -> nn.Module:
+    """The trained model of a run folder (or of its ``checkpoint.pt``), in eval mode on the CPU.
 
-    def step() -> None:
-        with _autocast(dev):
-            loss = F.cross_entropy(step_model(x).float(), y)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    for _ in range(warmup):
-        step()
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-        torch.cuda.reset_peak_memory_stats(dev)
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-    seconds = time.perf_counter() - start
-    peak = torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else None
-    return {"img_per_s": batch_size * steps / seconds, "peak_mem_gib": peak}
+    Built as the run built it (model, image size, model config changes, number of classes), then given the
+    checkpoint's weights, or its EMA weights with ``ema=True``. ``initial=True``: the weights the run started
+    from instead (its seed's initialisation, drawn without disturbing the caller's random state).
+    """
+    path = Path(run)
+    path = path / "checkpoint.pt" if path.is_dir() else path
+    state = load_checkpoint(path, argument="run")
+    if ema and state["ema"] is None:
+        raise ValueError(f"{path} has no EMA weights (its recipe had ema_decay=None); load it with ema=False")
+    return _model_from(state, path, ema, initial=initial)
 
 
-def measure_loading(
-    source: str, img_size: int, batch_size: int = 64, workers: int = 1, steps: int = 20, recipe: str = "deit"
-) -> dict[str, float]:
-    """Streamed loading of ``source``'s training split: img/s of ``workers`` processes decoding and cropping
-    (also per worker), and img/s once the recipe's batch augmentation has run on this machine's device."""
-    data = build_data(
-        source,
-        img_size,
-        batch_size,
-        augment=_recipe(recipe, {}).augment,
-        workers=workers,
-        in_memory=False,
-        limit=(None, 1),
-    )
-
-    def rate(batches: Any) -> float:
-        it = iter(batches)
-        next(it)  # start the workers
-        start, n = time.perf_counter(), 0
-        for _ in range(steps):
-            n += len(next(it)[1])
-        return n / (time.perf_counter() - start)
-
-    decode = rate(data.train.loader)
-    return {
-        "decode_crop_img_per_s": decode,
-        "per_worker": decode / max(1, workers),
-        "augmented_img_per_s": rate(data.train),
-    }
+def _model_from(
+    state: dict[str, Any], path: str | Path, ema: bool, initial: bool = False, img_size: int | None = None
+) -> nn.Module:
+    cfg = state["config"]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg["seed"])  # as `train` seeds before it builds the model
+        net = create_model(
+            cfg["model"],
+            num_classes=len(state["classes"]),
+            img_size=img_size or cfg["img_size"],
+            **cfg.get("model_args", {}),
+        )
+    if not initial:
+        _load_weights(net, state["ema"]["module"] if ema else state["model"], path)
+    return net.eval()
