@@ -122,7 +122,8 @@ def test_exercises_carry_no_outputs_and_no_solutions(topic):
     for cell in source.cells:
         grade_id = _meta(cell).get("grade_id")
         if _meta(cell).get("solution"):
-            assert "raise NotImplementedError" in released[grade_id]
+            stub = "YOUR ANSWER HERE" if cell.cell_type == "markdown" else "raise NotImplementedError"
+            assert stub in released[grade_id], f"{grade_id} has no stub in the exercise"
             solution = _regions(cell.source, BEGIN_SOLUTION, END_SOLUTION)
             code = [line for line in solution if re.search(r"\w", line) and not line.startswith("#")]
             leaked = [line for line in code if line in released[grade_id]]
@@ -165,11 +166,12 @@ def course(tmp_path_factory) -> Path:
 
 
 def _scores(course: Path, topic: str, student: str) -> dict[str, tuple[float, float]]:
+    """Every graded cell's (score, maximum); written answers that wait for a person score ``None``."""
     from nbgrader.api import Gradebook
 
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}", "vitlocal") as gradebook:
         notebook = gradebook.find_submission_notebook(topic, topic, student)
-        return {grade.name: (grade.score, grade.max_score) for grade in notebook.grades}
+        return {g.name: (None if g.needs_manual_grade else g.score, g.max_score) for g in notebook.grades}
 
 
 def _outputs(course: Path, topic: str, student: str) -> list[tuple[nbformat.NotebookNode, list]]:
@@ -235,6 +237,14 @@ def test_every_assignment_has_three_wrong_answers_or_more():
     assert all(topics.count(topic) >= 3 for topic in TOPICS)
 
 
+@pytest.mark.parametrize("topic", TOPICS)
+def test_every_hidden_check_passes_on_the_solution_alone(topic):
+    """A hidden block must stand on its own: the wrong-answer test below runs it without its visible part."""
+    namespace, cells = _graded(topic)
+    failures = [f for _, hidden in cells if hidden and (f := check.run_source(hidden, dict(namespace)))]
+    assert not failures, failures
+
+
 @pytest.mark.parametrize(("topic", "wrong"), _wrong_answers())
 def test_a_wrong_answer_fails_a_hidden_check(topic, wrong):
     namespace, cells = _graded(topic)
@@ -258,7 +268,8 @@ def test_check_grades_a_module(tmp_path):
     good = tmp_path / "lattice.py"
     good.write_text(_solution_module("01_lattice"))
     report = check.run_check("01_lattice", good)
-    assert report.passed and report.points == report.max_points == 15, str(report)
+    assert report.passed and report.points == report.max_points == 23, str(report)
+    assert "and 4 for written answers, graded by hand" in str(report), str(report)
     assert "public checks passed" in str(report) and "all tests passed" not in str(report).lower()
 
     bad = tmp_path / "columns_first.py"  # tokens laid column-major both ways: they still round-trip
@@ -271,7 +282,7 @@ def test_check_grades_a_module(tmp_path):
     failed = {c.grade_id for c in report.cells if c.failure}
     lattice_cells = {"test_seq2img_shape", "test_seq2img_values", "test_img2seq_round_trip", "test_img2seq_values"}
     assert failed == lattice_cells | {"test_locality_cls_passes", "test_locality_values"}, str(report)
-    assert report.points == 6 and "public checks passed" not in str(report)
+    assert report.points == 14 and "public checks passed" not in str(report)
     assert "seq2img(tokens (1, 6, 2), h=2, w=3): relative error 0.5, more than the tolerance 1e-06" in str(report)
     graded = check.graded_cells(_notebook("solutions", "01_lattice"))
     hidden = [line.strip() for _, cell in graded for line in check.split_hidden(cell.source)[1].splitlines()]
@@ -286,7 +297,8 @@ def test_check_runs_a_notebook_and_the_command_line(tmp_path, capsys):
     args = parser.parse_args(["check", "01_lattice", str(notebook)])
     assert args.run(args) == 1
     out = capsys.readouterr().out
-    assert "0/15 points on the public checks" in out and out.count("failed: NotImplementedError") == 10, out
+    assert "0/23 points (and 4 for written answers, graded by hand) on the public checks" in out, out
+    assert out.count("failed: NotImplementedError") == 14, out
     assert "re-read lecture 01 § 1 · Tokens are pixels of a small image (notebooks/01_lattice_view.ipynb)" in out
 
 
@@ -301,7 +313,7 @@ def test_here_checks_the_notebook_it_runs_in_and_a_warning_costs_nothing(tmp_pat
     monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
     check.here()
     out = capsys.readouterr().out
-    assert "public checks passed: 15/15 points" in out, out
+    assert "public checks passed: 23/23 points" in out, out
     monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
     check.here()
     assert "self-check skipped" in capsys.readouterr().out, "inside a graded run the self-check does nothing"

@@ -323,7 +323,7 @@ def solution_namespace(nb: Any) -> dict[str, Any]:
     """The setup plus the reference answers of the source notebook (what a perfect submission defines)."""
     namespace = setup_namespace(nb)
     for cell in nb.cells:
-        if _nbgrader(cell).get("solution"):
+        if _nbgrader(cell).get("solution") and cell["cell_type"] == "code":  # written answers are markdown
             failure = run_source(_source(cell), namespace)
             if failure:
                 raise RuntimeError(f"the answer cell {_nbgrader(cell)['grade_id']!r} failed: {failure}")

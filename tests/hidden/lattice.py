@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from einops import rearrange
 from hypothesis import strategies as st
 from torch import nn
 
@@ -80,3 +81,55 @@ def check_locality_on_tokens(locality_on_tokens):
         expect_close(got, want, f"locality_on_tokens on a {h}x{w} grid")
 
     for_all(prop, h=SIDES, w=SIDES, c=st.integers(1, 3), seed=SEEDS)
+
+
+def _fails(test, implementation) -> bool:
+    """Whether a learner's test raises AssertionError on ``implementation`` (any other error propagates)."""
+    try:
+        test(implementation)
+    except AssertionError:
+        return True
+    return False
+
+
+def check_img2seq_test(test_img2seq):
+    """The learner's test passes on a correct ``img2seq`` and fails on each plausible bug, not only the given one."""
+    bugs = {
+        "reading the map column by column (b c h w -> b (w h) c)": lambda x: rearrange(x, "b c h w -> b (w h) c"),
+        "a reshape without the permute": lambda x: x.reshape(x.shape[0], -1, x.shape[1]),
+        "the channels reversed": lambda x: lattice.img2seq(x).flip(-1),
+    }
+    test_img2seq(lattice.img2seq)  # a correct img2seq must pass
+    for bug, implementation in bugs.items():
+        if not _fails(test_img2seq, implementation):
+            raise AssertionError(f"your test passes an img2seq with a bug: {bug}")
+
+
+def check_lff_macs(lff_macs):
+    """``h w (2 C C_h + C_h k^2)`` on drawn widths, kernels and grids, square or not."""
+
+    def prop(dim, ratio, k, h, w):
+        want = h * w * (2 * dim * dim * ratio + dim * ratio * k * k)
+        got = lff_macs(dim, dim * ratio, k, h, w)
+        if got != want:
+            raise AssertionError(f"lff_macs({dim}, {dim * ratio}, {k}, {h}, {w}) is {got}, expected {want}")
+
+    for_all(prop, dim=st.integers(1, 64), ratio=st.integers(1, 4), k=st.sampled_from([1, 3, 5, 7]), h=SIDES, w=SIDES)
+
+
+def check_receptive_field(receptive_field):
+    """``1 + L (k - 1)``: every block widens the square by ``k // 2`` tokens on either side."""
+    for k in (1, 3, 5, 7):
+        for blocks in range(7):
+            got = receptive_field(k, blocks)
+            if got != 1 + blocks * (k - 1):
+                raise AssertionError(f"receptive_field({k}, {blocks}) is {got}, expected {1 + blocks * (k - 1)}")
+
+
+def check_kernel_choice(choose_kernel):
+    """LocalViT-T under a 5 % budget: ``k^2 / 2C <= 0.05`` allows ``k = 3``; 12 blocks then reach 25 tokens."""
+    kernel, _, reach = choose_kernel()
+    if kernel != 3:
+        raise AssertionError(f"KERNEL = {kernel} is not the largest odd kernel whose share k^2 / 2C stays within 5 %")
+    if reach != 25:
+        raise AssertionError(f"REACH = {reach}: after 12 blocks of 3x3 convs one token reaches 1 + 12 * 2 tokens")

@@ -106,3 +106,97 @@ def grid_sides_swapped():
         return lattice.join_cls(cls, lattice.img2seq(ffn(lattice.seq2img(patches, w, h))))
 
     return {"locality_on_tokens": locality_on_tokens}
+
+
+@wrong(subtle=False)
+def test_checks_shapes_only():
+    """The learner's test checks the shape only: the reshape bug keeps the shape."""
+
+    def test_img2seq_reads_row_major(img2seq):
+        assert img2seq(torch.zeros(1, 2, 2, 3)).shape == (1, 6, 2)
+
+    return {"test_img2seq_reads_row_major": test_img2seq_reads_row_major}
+
+
+@wrong(subtle=False)
+def test_trusts_the_code_under_test():
+    """The learner's test compares img2seq with itself (or with a copy of the same code): it can never fail."""
+
+    def test_img2seq_reads_row_major(img2seq):
+        x = torch.randn(1, 2, 2, 3)
+        assert torch.equal(img2seq(x), img2seq(x))
+
+    return {"test_img2seq_reads_row_major": test_img2seq_reads_row_major}
+
+
+@wrong(subtle=True)
+def test_on_one_row():
+    """The learner's test states the values on a 1x3 map: it catches the reshape, not a (w h) order."""
+
+    def test_img2seq_reads_row_major(img2seq):
+        x = torch.arange(6.0).view(1, 2, 1, 3)
+        tokens = img2seq(x)
+        for col in range(3):
+            assert torch.equal(tokens[0, col], x[0, :, 0, col])
+
+    return {"test_img2seq_reads_row_major": test_img2seq_reads_row_major}
+
+
+@wrong(subtle=False)
+def macs_depthwise_as_dense():
+    """The k x k conv counted as a dense conv, C_h * C_h * k^2 per pixel, as if it had no groups."""
+
+    def lff_macs(dim, hidden, kernel_size, h, w):
+        return h * w * (2 * dim * hidden + hidden * hidden * kernel_size**2)
+
+    return {"lff_macs": lff_macs}
+
+
+@wrong(subtle=True)
+def macs_square_grid():
+    """The grid taken as h x h: right on the visible check's square map, wrong on 224 x 160 images."""
+
+    def lff_macs(dim, hidden, kernel_size, h, w):
+        return h * h * (2 * dim * hidden + hidden * kernel_size**2)
+
+    return {"lff_macs": lff_macs}
+
+
+@wrong(subtle=False)
+def receptive_field_k_times_blocks():
+    """``k * L``: the kernels' sides added up, as if neighbouring windows did not overlap."""
+
+    def receptive_field(kernel_size, blocks):
+        return kernel_size * blocks
+
+    return {"receptive_field": receptive_field}
+
+
+@wrong(subtle=True)
+def kernel_smallest():
+    """The smallest kernel (1) is within budget too, but it is not the largest, and it adds no locality."""
+
+    def choose_kernel():
+        return 1, 1 / 384, 1
+
+    return {"choose_kernel": choose_kernel}
+
+
+@wrong(subtle=False)
+def kernel_over_budget():
+    """k = 5: a 5x5 depthwise conv costs 25 / 384 = 6.5 % of the 1x1 convs, over the 5 % budget."""
+
+    def choose_kernel():
+        return 5, 25 / 384, 49
+
+    return {"choose_kernel": choose_kernel}
+
+
+@wrong(subtle=True)
+def reach_of_one_block():
+    """The reach of one block (3) where the exercise asks for the 12 blocks' (25)."""
+
+    def choose_kernel():
+        return 3, 9 / 384, 3
+
+    return {"choose_kernel": choose_kernel}
