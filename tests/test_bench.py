@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from vitlocal.attention import Attention
-from vitlocal.bench import count_macs, count_params, format_zoo_table, throughput, zoo_rows
+from vitlocal.bench import count_macs, count_params, format_rate, format_zoo_table, throughput, timm_model, zoo_rows
 from vitlocal.cli import main
 from vitlocal.lattice import img2seq
 
@@ -64,3 +64,18 @@ def count_params_of(name: str) -> int:
 
     with torch.device("meta"):
         return count_params(create_model(name))
+
+
+def test_rates_keep_three_significant_figures() -> None:
+    assert [format_rate(v) for v in (12345.67, 123.45, 12.345, 0.41234)] == ["12345.7", "123.5", "12.3", "0.412"]
+
+
+def test_bench_runs_each_model_at_its_native_size_and_says_why_timm_is_missing(capsys) -> None:
+    from vitlocal import cli
+
+    assert timm_model("deit_nano", 32) == (None, "timm has no deit_nano")
+    argv = ["bench", "--model", "deit_nano", "swin_nano", "--batch-size", "2", "--steps", "1", "--device", "cpu"]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| deit_nano | 32 | vitlocal | no |" in out and "| swin_nano | 64 | vitlocal | no |" in out
+    assert "drop path 0 for every implementation" in out

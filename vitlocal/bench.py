@@ -27,6 +27,9 @@ from vitlocal.models.common import param_groups
 from vitlocal.recipes import get_recipe
 
 __all__ = [
+    "TIMM_NAMES",
+    "timm_model",
+    "format_rate",
     "count_params",
     "count_macs",
     "throughput",
@@ -35,6 +38,44 @@ __all__ = [
     "zoo_rows",
     "format_zoo_table",
 ]
+
+
+# timm's name for our models, for `vitlocal bench` (timm has no LocalViT, CvT, CloFormer or Slide models)
+TIMM_NAMES = {
+    "deit_tiny": "deit_tiny_patch16_224",
+    "deit_small": "deit_small_patch16_224",
+    "deit_base": "deit_base_patch16_224",
+    "crossvit_tiny": "crossvit_tiny_240",
+    "crossvit_small": "crossvit_small_240",
+    "crossvit_base": "crossvit_base_240",
+    "crossvit_9": "crossvit_9_240",
+    "crossvit_15": "crossvit_15_240",
+    "crossvit_18": "crossvit_18_240",
+    "crossvit_9_dagger": "crossvit_9_dagger_240",
+    "crossvit_15_dagger": "crossvit_15_dagger_240",
+    "crossvit_18_dagger": "crossvit_18_dagger_240",
+    "swin_tiny": "swin_tiny_patch4_window7_224",
+}
+
+
+def timm_model(name: str, img_size: int) -> tuple[nn.Module | None, str]:
+    """timm's implementation of ``name`` with drop path 0 and its timm name; or None and the reason there is none."""
+    timm_name = TIMM_NAMES.get(name)
+    if timm_name is None:
+        return None, f"timm has no {name}"
+    try:  # broad: on CPU-only machines timm's torchvision import raises RuntimeError, not ImportError
+        import timm
+    except Exception as err:
+        return None, f"timm does not import here ({type(err).__name__}: {str(err)[:120]})"
+    try:
+        return timm.create_model(timm_name, img_size=img_size, num_classes=1000, drop_path_rate=0.0), timm_name
+    except TypeError:  # a model without an img_size argument
+        return timm.create_model(timm_name, num_classes=1000, drop_path_rate=0.0), timm_name
+
+
+def format_rate(value: float) -> str:
+    """A rate with at least three significant figures, never rounded to a whole number below 100."""
+    return f"{value:.1f}" if value >= 100 else f"{value:.3g}"
 
 
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:

@@ -13,23 +13,6 @@ from typing import Any
 import vitlocal
 from vitlocal.check import add_check_parser
 
-# timm's name for our models, for `vitlocal bench` (timm has no LocalViT, CvT, CloFormer or Slide models)
-TIMM_NAMES = {
-    "deit_tiny": "deit_tiny_patch16_224",
-    "deit_small": "deit_small_patch16_224",
-    "deit_base": "deit_base_patch16_224",
-    "crossvit_tiny": "crossvit_tiny_240",
-    "crossvit_small": "crossvit_small_240",
-    "crossvit_base": "crossvit_base_240",
-    "crossvit_9": "crossvit_9_240",
-    "crossvit_15": "crossvit_15_240",
-    "crossvit_18": "crossvit_18_240",
-    "crossvit_9_dagger": "crossvit_9_dagger_240",
-    "crossvit_15_dagger": "crossvit_15_dagger_240",
-    "crossvit_18_dagger": "crossvit_18_dagger_240",
-    "swin_tiny": "swin_tiny_patch4_window7_224",
-}
-
 
 def _checked(kind: Callable[[str], Any], valid: Callable[[Any], bool], what: str) -> Callable[[str], Any]:
     """An argparse ``type``: ``kind(text)`` when ``valid``; else argparse's error naming the option, the value and
@@ -185,51 +168,55 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _timm_model(name: str, img_size: int) -> tuple[Any, str] | None:
-    """timm's implementation of ``name`` (if timm imports and has it), and the timm name; else None."""
-    try:  # broad: on CPU-only machines timm's torchvision import raises RuntimeError, not ImportError
-        import timm
-    except Exception:
-        return None
-    timm_name = TIMM_NAMES.get(name)
-    if timm_name is None:
-        return None
-    try:
-        return timm.create_model(timm_name, img_size=img_size, num_classes=1000), timm_name
-    except TypeError:  # a model without an img_size argument
-        return timm.create_model(timm_name, num_classes=1000), timm_name
-
-
 def _bench(args: argparse.Namespace) -> int:
     """Training-step throughput and peak memory, ours beside timm's; or the data-loading throughput."""
-    from vitlocal.bench import count_params, measure_loading, measure_training
+    from vitlocal.bench import TIMM_NAMES, count_params, format_rate, measure_loading, measure_training, timm_model
     from vitlocal.models import create_model
 
     if args.data is not None:
-        result = measure_loading(args.data, args.img_size, args.batch_size, args.workers, args.steps, args.recipe)
-        print(" ".join(f"{k} {v:.1f}" for k, v in result.items()))
+        result = measure_loading(
+            args.data, args.img_size or 224, args.batch_size, args.workers, args.steps, args.recipe
+        )
+        print(" ".join(f"{k} {format_rate(v)}" for k, v in result.items()))
         return 0
     import torch
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     precision = "bf16 autocast" if device.startswith("cuda") else "fp32"
+    size = f"{args.img_size} px" if args.img_size else "each model at its native size"
     print(
-        f"training step (forward, backward, AdamW), batch {args.batch_size}, {args.img_size} px, {device}, {precision}"
+        f"training step (forward, backward, AdamW), batch {args.batch_size}, {size}, {device}, {precision}, "
+        "drop path 0 for every implementation"
     )
-    print("| model | implementation | compiled | params (M) | img/s | peak memory (GiB) |")
-    print("|---|---|---|---|---|---|")
+    print("| model | px | implementation | compiled | params (M) | img/s | vs timm | peak memory (GiB) |")
+    print("|---|---|---|---|---|---|---|---|")
+    skipped = set()
     for name in args.model:
-        candidates = [(create_model(name, img_size=args.img_size), "vitlocal")]
-        if not args.no_timm and (theirs := _timm_model(name, args.img_size)) is not None:
-            candidates.append((theirs[0], f"timm {theirs[1]}"))
-        for net, impl in candidates:
-            for compiled in (False, True) if args.compile else (False,):
-                r = measure_training(net, args.img_size, args.batch_size, args.steps, device=device, compile=compiled)
+        ours = create_model(name, img_size=args.img_size, drop_path_rate=0.0) if args.img_size else None
+        ours = ours or create_model(name, drop_path_rate=0.0)
+        img_size = ours.config.img_size
+        candidates = [(ours, "vitlocal")]
+        if not args.no_timm and name in TIMM_NAMES:
+            theirs, label = timm_model(name, img_size)
+            if theirs is None:
+                skipped.add(label)
+            else:
+                candidates.append((theirs, f"timm {label}"))
+        for compiled in (False, True) if args.compile else (False,):
+            rates = []
+            for net, impl in candidates:
+                r = measure_training(net, img_size, args.batch_size, args.steps, device=device, compile=compiled)
+                rates.append((impl, net, r))
+            timm_rate = rates[1][2]["img_per_s"] if len(rates) > 1 else None
+            for impl, net, r in rates:
                 memory = "-" if r["peak_mem_gib"] is None else f"{r['peak_mem_gib']:.2f}"
+                ratio = f"{r['img_per_s'] / timm_rate:.2f}x" if timm_rate else "-"
                 print(
-                    f"| {name} | {impl} | {'yes' if compiled else 'no'} | {count_params(net) / 1e6:.2f} | "
-                    f"{r['img_per_s']:.0f} | {memory} |"
+                    f"| {name} | {img_size} | {impl} | {'yes' if compiled else 'no'} | {count_params(net) / 1e6:.2f} | "
+                    f"{format_rate(r['img_per_s'])} | {ratio} | {memory} |"
                 )
+    for reason in sorted(skipped):
+        print(f"no timm column: {reason}")
     return 0
 
 
@@ -365,7 +352,9 @@ def _add_train_commands(commands: argparse._SubParsersAction) -> None:
         "bench", help="training-step img/s and peak memory (beside timm when installed), or data-loading img/s"
     )
     bench.add_argument("--model", nargs="+", default=["deit_tiny"], help="model names (default deit_tiny)")
-    bench.add_argument("--img-size", type=POSITIVE_INT, default=224)
+    bench.add_argument(
+        "--img-size", type=POSITIVE_INT, default=None, help="input size (default: each model's native size)"
+    )
     bench.add_argument("--batch-size", type=POSITIVE_INT, default=64)
     bench.add_argument("--steps", type=POSITIVE_INT, default=10, help="timed steps after 3 warm-up steps")
     bench.add_argument("--device", default=None)

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from vitlocal.bench import count_macs, measure_loading, measure_training
+from vitlocal.bench import count_macs, measure_loading, measure_training, timm_model
 from vitlocal.data import build_data, parse_source
 from vitlocal.models import create_model
 from vitlocal.recipes import RECIPES
@@ -77,18 +77,6 @@ def measured_peak_tflops(device: torch.device, n: int = 8192) -> float | None:
     return 2 * n**3 / _seconds_per_call(lambda: a @ b, device, steps=20) / 1e12
 
 
-def _timm(name: str, img_size: int) -> tuple[torch.nn.Module | None, str]:
-    """timm's implementation of ``name`` (drop path 0, like ours here), or None and the reason it is missing."""
-    from vitlocal.cli import TIMM_NAMES
-
-    try:  # broad: on CPU-only machines timm's torchvision import raises RuntimeError, not ImportError
-        import timm
-    except Exception as err:
-        return None, f"timm does not import here ({type(err).__name__}: {err})"
-    timm_name = TIMM_NAMES[name]
-    return timm.create_model(timm_name, img_size=img_size, num_classes=1000, drop_path_rate=0.0), timm_name
-
-
 def section_throughput(ctx: dict[str, Any]) -> dict[str, Any]:
     device, tiny, batch = ctx["device"], ctx["tiny"], ctx["batch_size"]
     peak_sheet = next((v for k, v in DATASHEET_PEAK_TFLOPS.items() if k in ctx["machine"]), None)
@@ -105,7 +93,7 @@ def section_throughput(ctx: dict[str, Any]) -> dict[str, Any]:
         macs = count_macs(ours, size)
         candidates = [("vitlocal", ours)]
         if name in TIMM_COMPARED:
-            theirs, label = (None, "timm is not compared in a tiny run") if tiny else _timm(name, size)
+            theirs, label = (None, "timm is not compared in a tiny run") if tiny else timm_model(name, size)
             if theirs is None:
                 if f"no timm column: {label}" not in notes:
                     notes.append(f"no timm column: {label}")
