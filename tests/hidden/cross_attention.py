@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from einops import rearrange
 from hypothesis import strategies as st
 from torch import nn
 
@@ -82,3 +83,75 @@ def check_class_token_fusion(class_token_fusion):
             expect_close(got[i], want[i], f"branch {i} of class_token_fusion (widths {dims})")
 
     for_all(prop, dims=PAIRS, n=st.tuples(TOKENS, TOKENS), seed=SEEDS)
+
+
+def _fails(test, implementation) -> bool:
+    """Whether a learner's test raises AssertionError on ``implementation`` (any other error propagates)."""
+    try:
+        test(implementation)
+    except AssertionError:
+        return True
+    return False
+
+
+class _HeadsInterleaved(fusion.CrossAttention):
+    """Heads split as ``(d heads)``: channel c goes to head c % heads instead of c // d."""
+
+    def forward(self, z):
+        split = "b n (d heads) -> b heads n d"
+        q, k, v = (rearrange(t, split, heads=self.num_heads) for t in (self.wq(z[:, :1]), self.wk(z), self.wv(z)))
+        out = torch.softmax(q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5, dim=-1) @ v
+        return self.proj(rearrange(out, "b heads n d -> b n (d heads)"))
+
+
+class _KeysWithoutQuery(fusion.CrossAttention):
+    """Keys and values from the patch tokens only, without the (projected) class token."""
+
+    def forward(self, z):
+        split = "b n (heads d) -> b heads n d"
+        q = rearrange(self.wq(z[:, :1]), split, heads=self.num_heads)
+        k, v = (rearrange(t, split, heads=self.num_heads) for t in (self.wk(z[:, 1:]), self.wv(z[:, 1:])))
+        out = torch.softmax(q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5, dim=-1) @ v
+        return self.proj(rearrange(out, "b heads n d -> b n (heads d)"))
+
+
+def check_cross_attention_test(test_cross_attention):
+    """The learner's test passes on CrossViT's cross-attention and fails on each plausible bug."""
+    test_cross_attention(fusion.CrossAttention)  # a correct cross-attention must pass
+    for bug, implementation in (
+        ("the heads split as (d heads)", _HeadsInterleaved),
+        ("keys and values without the class token", _KeysWithoutQuery),
+    ):
+        if not _fails(test_cross_attention, implementation):
+            raise AssertionError(f"your test passes a cross-attention with a bug: {bug}")
+
+
+def check_attention_macs(cross_attention_macs, self_attention_macs):
+    """``2 C^2 + 2 N C^2 + 2 N C`` for one query, ``4 N C^2 + 2 N^2 C`` for all N; the heads do not matter."""
+
+    def prop(n, dim):
+        for name, got, want in (
+            ("cross_attention_macs", cross_attention_macs(n, dim), 2 * dim * dim + 2 * n * dim * dim + 2 * n * dim),
+            ("self_attention_macs", self_attention_macs(n, dim), 4 * n * dim * dim + 2 * n * n * dim),
+        ):
+            if got != want:
+                raise AssertionError(f"{name}({n}, {dim}) is {got}, expected {want}")
+
+    for_all(prop, n=st.integers(1, 2000), dim=st.integers(1, 1024))
+
+
+def check_choose_fusion(choose_fusion):
+    """The best published scheme within the budget, ties to the cheaper: at 100 MMACs cross-attention at 240 px,
+    class token at 384 px."""
+    for num_tokens, budget, want in (
+        ((400, 225), 100e6, "cross_attention"),
+        ((1024, 576), 100e6, "class_token"),
+        ((1024, 576), 200e6, "class_token"),  # pairwise fits too: a tie at 80.3, and class token is cheaper
+        ((1024, 576), 300e6, "cross_attention"),
+        ((400, 225), 1e4, "none"),
+    ):
+        got = choose_fusion(num_tokens, budget)
+        if got != want:
+            raise AssertionError(
+                f"choose_fusion({num_tokens}, {budget:g}) is {got!r}; the best within budget is {want!r}"
+            )

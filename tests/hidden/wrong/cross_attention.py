@@ -164,3 +164,72 @@ def class_tokens_not_exchanged():
         return [torch.cat([g[i](f[i](x[:, :1])), x[:, 1:]], dim=1) for i, x in enumerate(xs)]
 
     return {"class_token_fusion": class_token_fusion}
+
+
+@wrong(subtle=False)
+def test_with_one_head():
+    """The learner's test, like the colleague's, uses one head, where d = C: the full-width scale passes it."""
+
+    def test_cross_attention_per_head(CrossAttention):
+        torch.manual_seed(0)
+        attn = CrossAttention(8, 1).double()
+        z = torch.randn(2, 5, 8, dtype=torch.float64)
+        with torch.no_grad():
+            q, k, v = attn.wq(z[:, :1]), attn.wk(z), attn.wv(z)
+            want = attn.proj(torch.softmax(q @ k.transpose(1, 2) / 8**0.5, dim=-1) @ v)
+            assert torch.allclose(attn(z), want)
+
+    return {"test_cross_attention_per_head": test_cross_attention_per_head}
+
+
+@wrong(subtle=False)
+def test_checks_the_shape_only():
+    """The learner's test checks that one token of width C comes out: every bug here keeps the shape."""
+
+    def test_cross_attention_per_head(CrossAttention):
+        assert CrossAttention(8, 4)(torch.randn(2, 5, 8)).shape == (2, 1, 8)
+
+    return {"test_cross_attention_per_head": test_cross_attention_per_head}
+
+
+@wrong(subtle=False)
+def macs_query_on_every_token():
+    """W_q counted on all N tokens, as in self-attention: 3 N C^2 where cross-attention projects one query."""
+
+    def cross_attention_macs(n, dim):
+        return 3 * n * dim * dim + dim * dim + 2 * n * dim
+
+    return {"cross_attention_macs": cross_attention_macs}
+
+
+@wrong(subtle=False)
+def macs_scores_only():
+    """Self-attention's quadratic part counted once (Q K^T) and not for A V."""
+
+    def self_attention_macs(n, dim):
+        return 4 * n * dim * dim + n * n * dim
+
+    return {"self_attention_macs": self_attention_macs}
+
+
+@wrong(subtle=True)
+def fusion_always_cross_attention():
+    """The paper's winner, whatever the budget: right at 240 px, over budget at 384 px."""
+
+    def choose_fusion(num_tokens, budget):
+        return "cross_attention"
+
+    return {"choose_fusion": choose_fusion}
+
+
+@wrong(subtle=True)
+def fusion_tie_to_pairwise():
+    """Ties broken by the order of the table, not by cost: pairwise (151 MMACs) where class token costs 0.15."""
+
+    def choose_fusion(num_tokens, budget):
+        top1 = {"none": 80.2, "all_attention": 80.0, "class_token": 80.3, "pairwise": 80.3, "cross_attention": 81.0}
+        fits = [s for s in ("cross_attention", "pairwise", "class_token", "none", "all_attention")
+                if fusion.fusion_macs(s, (192, 384), 6, num_tokens) <= budget]  # fmt: skip
+        return max(fits, key=top1.get)
+
+    return {"choose_fusion": choose_fusion}
