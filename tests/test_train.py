@@ -175,7 +175,7 @@ def test_smoke_train_eval_bench_and_compare_from_the_command_line(
     assert "val_acc1" in capsys.readouterr().out
     bench = ["bench", "--model", "deit_nano", "--img-size", "32", "--batch-size", "4", "--steps", "1", "--no-timm"]
     assert cli.main(bench) == 0
-    assert "| deit_nano | vitlocal | no |" in capsys.readouterr().out
+    assert "| deit_nano | 32 | vitlocal | no |" in capsys.readouterr().out
     assert cli.main(["compare", "--out", str(tmp_path / "compare")]) == 0
     table = capsys.readouterr().out
     assert "| deit_nano |" in table and "| localvit_nano |" in table
