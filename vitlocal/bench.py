@@ -126,16 +126,23 @@ def throughput(
             out.float().sum().backward()
             model.zero_grad(set_to_none=True)
 
+    return batch_size * steps / _seconds(step, steps, warmup, device)
+
+
+def _seconds(step: Any, steps: int, warmup: int, device: torch.device) -> float:
+    """Wall time of ``steps`` calls of ``step`` after ``warmup`` calls, synchronised on CUDA (whose peak memory
+    statistics restart after the warm-up)."""
     for _ in range(warmup):
         step()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
     for _ in range(steps):
         step()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return batch_size * steps / (time.perf_counter() - start)
+    return time.perf_counter() - start
 
 
 def measure_training(
@@ -163,17 +170,7 @@ def measure_training(
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    for _ in range(warmup):
-        step()
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-        torch.cuda.reset_peak_memory_stats(dev)
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-    seconds = time.perf_counter() - start
+    seconds = _seconds(step, steps, warmup, dev)
     peak = torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else None
     return {"img_per_s": batch_size * steps / seconds, "peak_mem_gib": peak}
 
