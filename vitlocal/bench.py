@@ -33,6 +33,7 @@ __all__ = [
     "count_params",
     "count_macs",
     "throughput",
+    "time_calls",
     "measure_training",
     "measure_loading",
     "zoo_rows",
@@ -126,10 +127,10 @@ def throughput(
             out.float().sum().backward()
             model.zero_grad(set_to_none=True)
 
-    return batch_size * steps / _seconds(step, steps, warmup, device)
+    return batch_size * steps / time_calls(step, steps, warmup, device)
 
 
-def _seconds(step: Any, steps: int, warmup: int, device: torch.device) -> float:
+def time_calls(step: Any, steps: int, warmup: int, device: torch.device) -> float:
     """Wall time of ``steps`` calls of ``step`` after ``warmup`` calls, synchronised on CUDA (whose peak memory
     statistics restart after the warm-up)."""
     for _ in range(warmup):
@@ -170,7 +171,7 @@ def measure_training(
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    seconds = _seconds(step, steps, warmup, dev)
+    seconds = time_calls(step, steps, warmup, dev)
     peak = torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else None
     return {"img_per_s": batch_size * steps / seconds, "peak_mem_gib": peak}
 

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from vitlocal.bench import count_macs, measure_loading, measure_training, timm_model
+from vitlocal.bench import count_macs, measure_loading, measure_training, time_calls, timm_model
 from vitlocal.data import build_data, parse_source
 from vitlocal.models import create_model
 from vitlocal.recipes import RECIPES
@@ -53,28 +53,12 @@ TINY_MODEL |= {"crossvit_tiny": "crossvit_nano", "swin_tiny": "swin_nano", "cvt_
 TINY_MODEL |= {"cloformer_xxs": "cloformer_nano", "slide_swin_tiny": "slide_swin_nano"}
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _seconds_per_call(fn: Callable[[], Any], device: torch.device, steps: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        fn()
-    _sync(device)
-    return (time.perf_counter() - start) / steps
-
-
 def measured_peak_tflops(device: torch.device, n: int = 8192) -> float | None:
     """TFLOP/s of a dense bf16 ``n x n x n`` matmul on ``device`` (the practical ceiling); None on a CPU."""
     if device.type != "cuda":
         return None
     a, b = (torch.randn(n, n, device=device, dtype=torch.bfloat16) for _ in range(2))
-    return 2 * n**3 / _seconds_per_call(lambda: a @ b, device, steps=20) / 1e12
+    return 2 * n**3 / time_calls(lambda: a @ b, 20, 2, device) / 20 / 1e12
 
 
 def section_throughput(ctx: dict[str, Any]) -> dict[str, Any]:
@@ -141,8 +125,8 @@ def section_slide(ctx: dict[str, Any]) -> dict[str, Any]:
     }
     rows = []
     for name, gather in gathers.items():
-        forward = _seconds_per_call(lambda g=gather: g(x.detach()), device, ctx["steps"])
-        backward = _seconds_per_call(lambda g=gather: g(x).sum().backward(), device, ctx["steps"])
+        forward = time_calls(lambda g=gather: g(x.detach()), ctx["steps"], 2, device) / ctx["steps"]
+        backward = time_calls(lambda g=gather: g(x).sum().backward(), ctx["steps"], 2, device) / ctx["steps"]
         rows.append({"gather": name, "forward_ms": round(forward * 1e3, 4), "fwd_bwd_ms": round(backward * 1e3, 4)})
     base = next(r for r in rows if r["gather"] == "im2col")
     for r in rows:
@@ -161,7 +145,8 @@ def section_loading(ctx: dict[str, Any]) -> dict[str, Any]:
 
     data = build_data(ctx["data"], size, batch, augment=RECIPES["deit"].augment, device=device, in_memory=True)
     batches = iter(data.train)
-    seconds = _seconds_per_call(lambda: next(batches), device, steps=min(ctx["steps"], len(data.train) - 3))
+    steps = min(ctx["steps"], len(data.train) - 3)
+    seconds = time_calls(lambda: next(batches), steps, 2, device) / steps
     appetite = max((r["img_per_s"] for r in ctx["done"].get("throughput", {}).get("rows", [])), default=None)
     in_memory = batch / seconds
     return {
