@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from einops import rearrange
 from hypothesis import strategies as st
 
 from vitlocal import convproj
@@ -79,3 +80,66 @@ def check_kv_tokens(kv_tokens):
                 got = kv_tokens(h, w, with_cls)
                 if got != want:
                     raise AssertionError(f"kv_tokens({h}, {w}, with_cls={with_cls}) is {got}, expected {want}")
+
+
+def _fails(test, implementation) -> bool:
+    """Whether a learner's test raises AssertionError on ``implementation`` (any other error propagates)."""
+    try:
+        test(implementation)
+    except AssertionError:
+        return True
+    return False
+
+
+def _reference(x, h, w, proj_q, proj_k, proj_v, with_cls_token):
+    prefix = int(with_cls_token)
+    fmap = rearrange(x[:, prefix:], "b (h w) c -> b c h w", h=h, w=w)
+    return tuple(
+        torch.cat([x[:, :prefix], rearrange(p(fmap), "b c h w -> b (h w) c")], 1) for p in (proj_q, proj_k, proj_v)
+    )
+
+
+def _columns_first(x, h, w, proj_q, proj_k, proj_v, with_cls_token):
+    prefix = int(with_cls_token)
+    fmap = rearrange(x[:, prefix:], "b (w h) c -> b c h w", h=h, w=w)
+    return tuple(
+        torch.cat([x[:, :prefix], rearrange(p(fmap), "b c h w -> b (w h) c")], 1) for p in (proj_q, proj_k, proj_v)
+    )
+
+
+def _queries_through_the_key_conv(x, h, w, proj_q, proj_k, proj_v, with_cls_token):
+    return _reference(x, h, w, proj_k, proj_k, proj_v, with_cls_token)
+
+
+def _class_token_last(x, h, w, proj_q, proj_k, proj_v, with_cls_token):
+    return tuple(
+        torch.cat([t[:, 1:], t[:, :1]], 1) if with_cls_token else t
+        for t in _reference(x, h, w, proj_q, proj_k, proj_v, with_cls_token)
+    )
+
+
+def check_conv_projection_test(test_conv_projection):
+    """The learner's test passes on CvT's projection and fails on each plausible bug."""
+    test_conv_projection(_reference)  # a correct projection must pass
+    for bug, implementation in (
+        ("the lattice read column by column", _columns_first),
+        ("the queries through the key projection", _queries_through_the_key_conv),
+        ("the class token put last", _class_token_last),
+    ):
+        if not _fails(test_conv_projection, implementation):
+            raise AssertionError(f"your test passes a convolutional projection with a bug: {bug}")
+
+
+def check_choose_stride_kv(choose_stride_kv):
+    """The smallest stride whose measured MACs fit: 2 for CvT-13's first stage under 400 MMACs."""
+    for h, w, dim, budget, want in (
+        (56, 56, 64, 400e6, 2),
+        (56, 56, 64, 2e9, 1),
+        (56, 56, 64, 120e6, 4),
+        (28, 28, 192, 150e6, 2),
+    ):
+        got = choose_stride_kv(h, w, dim, budget)
+        if got != want:
+            raise AssertionError(
+                f"choose_stride_kv({h}, {w}, {dim}, {budget:g}) is {got}; the smallest within budget is {want}"
+            )

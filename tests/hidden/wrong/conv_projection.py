@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from einops import rearrange
+from torch import nn
 
 from . import Wrong, registry
 
@@ -133,3 +134,59 @@ def keys_floored():
         return int(with_cls_token) + (h // 2) * (w // 2)
 
     return {"kv_tokens": kv_tokens}
+
+
+@wrong(subtle=False)
+def test_with_equal_projections():
+    """The learner's test, like the colleague's, seeds every projection alike: a mix-up of proj_k and proj_v hides."""
+
+    def test_conv_projection_uses_each_projection(conv_projection):
+        projections = []
+        for stride in (1, 2, 2):
+            torch.manual_seed(0)
+            projections.append(nn.Conv2d(2, 2, 3, stride, 1, groups=2, bias=False).double())
+        x = torch.randn(1, 9, 2, dtype=torch.float64)
+        fmap = x.transpose(1, 2).reshape(1, 2, 3, 3)
+        with torch.no_grad():
+            for out, projection in zip(conv_projection(x, 3, 3, *projections, False), projections, strict=True):
+                assert torch.allclose(out, projection(fmap).flatten(2).transpose(1, 2))
+
+    return {"test_conv_projection_uses_each_projection": test_conv_projection_uses_each_projection}
+
+
+@wrong(subtle=True)
+def test_without_class_token():
+    """The learner's test tells the projections apart but never passes a class token: its bypass goes untested."""
+
+    def test_conv_projection_uses_each_projection(conv_projection):
+        projections = []
+        for seed, stride in enumerate((1, 2, 2)):
+            torch.manual_seed(seed)
+            projections.append(nn.Conv2d(2, 2, 3, stride, 1, groups=2, bias=False).double())
+        x = torch.randn(1, 6, 2, dtype=torch.float64)
+        fmap = x.transpose(1, 2).reshape(1, 2, 3, 2)
+        with torch.no_grad():
+            for out, projection in zip(conv_projection(x, 3, 2, *projections, False), projections, strict=True):
+                assert torch.allclose(out, projection(fmap).flatten(2).transpose(1, 2))
+
+    return {"test_conv_projection_uses_each_projection": test_conv_projection_uses_each_projection}
+
+
+@wrong(subtle=True)
+def stride_always_two():
+    """CvT's stride 2, whatever the budget: right for its first stage under 400 MMACs, not in general."""
+
+    def choose_stride_kv(h, w, dim, budget):
+        return 2
+
+    return {"choose_stride_kv": choose_stride_kv}
+
+
+@wrong(subtle=True)
+def stride_largest():
+    """The largest stride is within every budget, but it throws away the most keys: not the smallest that fits."""
+
+    def choose_stride_kv(h, w, dim, budget):
+        return 8
+
+    return {"choose_stride_kv": choose_stride_kv}
