@@ -480,3 +480,23 @@ def test_in_memory_training_batches_are_augmented_and_soft() -> None:
 def test_to_tensor_layout() -> None:
     image = random_image(3, 4, seed=0)
     assert torch.equal(to_tensor(Image.fromarray(image)), torch.from_numpy(image).permute(2, 0, 1))
+
+
+def test_rand_augment_equals_each_image_augmented_on_its_own() -> None:
+    """The branch-free batch (every op on every image, kept by ``torch.where``) equals a naive loop that applies
+    each image's drawn ops to that image alone, with the same random draws."""
+    x = torch.randint(0, 256, (12, 3, 16, 16)).float()
+    out = A.rand_augment(x, layers=3, generator=torch.Generator().manual_seed(1))
+    g, fill = torch.Generator().manual_seed(1), torch.tensor([round(255 * m) for m in A.IMAGENET_MEAN]).float()
+    expected = x.clone()
+    for _ in range(3):  # the draws, in rand_augment's order
+        op = torch.randint(len(A.RANDAUGMENT_OPS), (12,), generator=g)
+        apply = torch.rand(12, generator=g) < 0.5
+        level = (9.0 + 0.5 * torch.randn(12, generator=g)).clamp(0, 10) / 10
+        sign = torch.where(torch.rand(12, generator=g) > 0.5, -1.0, 1.0)
+        for i in range(12):
+            if apply[i]:
+                name = A.RANDAUGMENT_OPS[op[i]]
+                expected[i : i + 1] = A.apply_op(name, expected[i : i + 1], level[i : i + 1], sign[i : i + 1], fill)
+    assert apply.any() and not apply.all()  # both kinds of image occur
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)

@@ -120,16 +120,17 @@ def test_warmup_cosine_follows_its_formula() -> None:
 def test_ema_follows_its_formula() -> None:
     model = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
     ema = Ema(model, decay=0.75)
-    before = {k: v.clone() for k, v in ema.module.state_dict().items()}
-    with torch.no_grad():
-        model[0].weight.add_(1.0)
-    model(torch.randn(4, 3))  # BatchNorm running statistics and its batch counter move
-    ema.update(model)
-    for key, value in ema.module.state_dict().items():
-        new = model.state_dict()[key]
-        expected = 0.75 * before[key] + 0.25 * new if new.dtype.is_floating_point else new
-        torch.testing.assert_close(value, expected)
-    assert ema.updates == 1
+    for step in range(1, 3):  # the second update reuses the tensor lists gathered in the first
+        before = {k: v.clone() for k, v in ema.module.state_dict().items()}
+        with torch.no_grad():
+            model[0].weight.add_(1.0)
+        model(torch.randn(4, 3))  # BatchNorm running statistics and its batch counter move
+        ema.update(model)
+        for key, value in ema.module.state_dict().items():
+            new = model.state_dict()[key]
+            expected = 0.75 * before[key] + 0.25 * new if new.dtype.is_floating_point else new
+            torch.testing.assert_close(value, expected)
+        assert ema.updates == step
 
 
 def test_an_existing_run_needs_resume_and_the_same_settings(tmp_path: Path) -> None:

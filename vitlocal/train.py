@@ -183,20 +183,31 @@ class WarmupCosine:
 
 class Ema:
     """Exponential moving average of a model's weights and buffers: ``w_ema = decay w_ema + (1 - decay) w``
-    after every optimizer step (DeiT: decay 0.99996, no warm-up; timm ``ModelEma``)."""
+    after every optimizer step (DeiT: decay 0.99996, no warm-up; timm ``ModelEma``).
+
+    The tensor lists are gathered once (state-dict tensors share storage with the modules), so a step is one
+    fused ``_foreach_lerp_`` over the floating-point tensors and a copy of the integer buffers.
+    """
 
     def __init__(self, model: nn.Module, decay: float) -> None:
         self.module = copy.deepcopy(model).eval().requires_grad_(False)
         self.decay, self.updates = decay, 0
+        self._source: nn.Module | None = None  # the model the lists below were gathered from
+        self._floats: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])  # (EMA, model) tensors
+        self._others: list[tuple[torch.Tensor, torch.Tensor]] = []  # integer buffers, copied
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         self.updates += 1
-        for ema, new in zip(self.module.state_dict().values(), model.state_dict().values(), strict=True):
-            if ema.dtype.is_floating_point:
-                ema.lerp_(new, 1 - self.decay)
-            else:
-                ema.copy_(new)
+        if self._source is not model:
+            pairs = list(zip(self.module.state_dict().values(), model.state_dict().values(), strict=True))
+            floats = [pair for pair in pairs if pair[0].dtype.is_floating_point]
+            self._floats = ([e for e, _ in floats], [n for _, n in floats])
+            self._others = [pair for pair in pairs if not pair[0].dtype.is_floating_point]
+            self._source = model
+        torch._foreach_lerp_(*self._floats, 1 - self.decay)
+        for ema, new in self._others:  # e.g. BatchNorm's num_batches_tracked
+            ema.copy_(new)
 
     def state_dict(self) -> dict[str, Any]:
         return {"module": self.module.state_dict(), "updates": self.updates}

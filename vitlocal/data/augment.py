@@ -284,8 +284,12 @@ def rand_augment(
 ) -> torch.Tensor:
     """timm's RandAugment on ``x`` ``(B, 3, H, W)`` in [0, 255]: ``layers`` times per image, pick one of the 15
     ops uniformly, apply it with probability 0.5 at magnitude ``m ~ N(magnitude, magnitude_std)`` clipped
-    to [0, 10], with a random sign for the signed ops. Fill colour: the ImageNet mean (timm's ``img_mean``)."""
-    b, device, x = x.shape[0], x.device, x.clone()
+    to [0, 10], with a random sign for the signed ops. Fill colour: the ImageNet mean (timm's ``img_mean``).
+
+    Branch-free: every op runs on the whole batch and ``torch.where`` keeps it for the images that drew it, so a
+    batch on a GPU never waits for the host (no data-dependent indexing, no synchronisation).
+    """
+    b, device = x.shape[0], x.device
     fill_t = torch.tensor(fill, device=device, dtype=x.dtype)
     for _ in range(layers):
         op = torch.randint(len(RANDAUGMENT_OPS), (b,), device=device, generator=generator)
@@ -293,9 +297,8 @@ def rand_augment(
         level = (magnitude + magnitude_std * torch.randn(b, device=device, generator=generator)).clamp(0, 10) / 10
         sign = torch.where(torch.rand(b, device=device, generator=generator) > 0.5, -1.0, 1.0)
         for k, name in enumerate(RANDAUGMENT_OPS):
-            index = (apply & (op == k)).nonzero()[:, 0]
-            if len(index):
-                x[index] = apply_op(name, x[index], level[index], sign[index], fill_t)
+            chosen = (apply & (op == k)).view(-1, 1, 1, 1)
+            x = torch.where(chosen, apply_op(name, x, level, sign, fill_t), x)
     return x
 
 
