@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from hypothesis import strategies as st
 
@@ -72,3 +73,55 @@ def check_clo_fusion(clo_fusion):
             expect_close(got, module(x), f"clo_fusion with head groups {split} (the last one global)")
 
     for_all(prop, split=st.sampled_from([[1, 1], [3, 1], [1, 2, 1]]), seed=SEEDS)
+
+
+def _fails(test, implementation) -> bool:
+    """Whether a learner's test raises AssertionError on ``implementation`` (any other error propagates)."""
+    try:
+        test(implementation)
+    except AssertionError:
+        return True
+    return False
+
+
+def check_context_weights_test(test_context_weights):
+    """The learner's test passes on the paper's order and fails on each plausible bug."""
+    test_context_weights(lambda q, k, fc1, fc2, head_dim: torch.tanh(fc2(F.silu(fc1(q * k))) * head_dim**-0.5))
+    for bug, implementation in (
+        ("a sigmoid gate", lambda q, k, fc1, fc2, head_dim: torch.sigmoid(fc2(F.silu(fc1(q * k))) * head_dim**-0.5)),
+        (
+            "the scale before the FCs",
+            lambda q, k, fc1, fc2, head_dim: torch.tanh(fc2(F.silu(fc1(q * k * head_dim**-0.5)))),
+        ),
+        ("ReLU for Swish", lambda q, k, fc1, fc2, head_dim: torch.tanh(fc2(F.relu(fc1(q * k))) * head_dim**-0.5)),
+    ):
+        if not _fails(test_context_weights, implementation):
+            raise AssertionError(f"your test passes context weights with a bug: {bug}")
+
+
+def check_attn_conv_params(attn_conv_params):
+    """``C 3c + 3c + 3c k^2 + 3c + 2 (c^2 + c)``, compared with vitlocal's AttnConv on drawn sizes."""
+
+    def prop(dim, heads, head_dim, k):
+        want = sum(p.numel() for p in attnconv.AttnConv(dim, heads, head_dim, k).parameters())
+        got = attn_conv_params(dim, heads * head_dim, k)
+        if got != want:
+            raise AssertionError(f"attn_conv_params({dim}, {heads * head_dim}, {k}) is {got}, expected {want}")
+
+    for_all(
+        prop,
+        dim=st.integers(1, 64),
+        heads=st.integers(1, 4),
+        head_dim=st.integers(1, 16),
+        k=st.sampled_from([1, 3, 5, 9]),
+    )
+
+
+def check_choose_window(choose_window):
+    """The smallest tiling window whose global head costs no more than the three local heads (measured)."""
+    for (h, w), want in (((56, 56), 4), ((28, 28), 2), ((14, 14), 1), ((56, 42), 7)):
+        got = choose_window(h, w)
+        if got != want:
+            raise AssertionError(
+                f"choose_window({h}, {w}) is {got}; the smallest window within the local cost is {want}"
+            )

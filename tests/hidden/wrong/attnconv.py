@@ -135,3 +135,62 @@ def branches_summed():
         return proj(sum(local_outputs) + global_output)
 
     return {"clo_fusion": clo_fusion}
+
+
+@wrong(subtle=False)
+def test_checks_the_range_only():
+    """The learner's test, like the colleague's, checks that the weights lie in [-1, 1]: the bug keeps them there."""
+
+    def test_context_weights_order(context_weights):
+        fc1, fc2 = torch.nn.Conv2d(2, 2, 1).double(), torch.nn.Conv2d(2, 2, 1).double()
+        q = k = 100 * torch.randn(1, 2, 3, 3, dtype=torch.float64)
+        assert context_weights(q, k, fc1, fc2, 4).abs().max() <= 1
+
+    return {"test_context_weights_order": test_context_weights_order}
+
+
+@wrong(subtle=True)
+def test_checks_the_reach_only():
+    """The learner's test checks that weights beyond d^-1/2 are reached: it catches the bug, not a sigmoid gate."""
+
+    def test_context_weights_order(context_weights):
+        torch.manual_seed(0)
+        fc1, fc2 = torch.nn.Conv2d(2, 2, 1).double(), torch.nn.Conv2d(2, 2, 1).double()
+        q = k = 10 * torch.randn(1, 2, 3, 3, dtype=torch.float64)
+        with torch.no_grad():
+            a = context_weights(q, k, fc1, fc2, 4)
+        assert a.abs().max() > 0.5 and a.abs().max() <= 1
+
+    return {"test_context_weights_order": test_context_weights_order}
+
+
+@wrong(subtle=False)
+def params_without_biases():
+    """The biases left out of the count (every AttnConv layer has one)."""
+
+    def attn_conv_params(dim, width, kernel_size):
+        return dim * 3 * width + 3 * width * kernel_size**2 + 2 * width * width
+
+    return {"attn_conv_params": attn_conv_params}
+
+
+@wrong(subtle=False)
+def params_dense_dwconv():
+    """The k x k conv counted as dense (3c x 3c x k x k), as if it had no groups."""
+
+    def attn_conv_params(dim, width, kernel_size):
+        return (
+            dim * 3 * width + 3 * width + 9 * width * width * kernel_size**2 + 3 * width + 2 * (width * width + width)
+        )
+
+    return {"attn_conv_params": attn_conv_params}
+
+
+@wrong(subtle=True)
+def window_of_the_paper():
+    """The paper's window 8: within the local heads' cost at 56 x 56, but not the smallest such window."""
+
+    def choose_window(h, w):
+        return 8
+
+    return {"choose_window": choose_window}
