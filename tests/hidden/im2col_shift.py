@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from hypothesis import strategies as st
 
 from vitlocal import slide
@@ -83,3 +84,53 @@ def check_local_attention(local_attention):
         )
 
     for_all(prop, heads=st.integers(1, 2), d=st.integers(1, 3), h=SIDES, w=SIDES, k=KERNELS, seed=SEEDS)
+
+
+def _fails(test, implementation) -> bool:
+    """Whether a learner's test raises AssertionError on ``implementation`` (any other error propagates)."""
+    try:
+        test(implementation)
+    except AssertionError:
+        return True
+    return False
+
+
+def _columns_first(x, kernel_size):
+    return rearrange(slide.shift(x, kernel_size), "b c (u v) h w -> b c (v u) h w", u=kernel_size)
+
+
+def _circular(x, kernel_size):
+    r = kernel_size // 2
+    shifts = [(r - u, r - v) for u in range(kernel_size) for v in range(kernel_size)]
+    return torch.stack([x.roll(s, dims=(2, 3)) for s in shifts], dim=2)
+
+
+def check_shift_test(test_shift):
+    """The learner's test passes on the row-major zero-padded shift and fails on each plausible bug."""
+    test_shift(slide.shift)
+    for bug, implementation in (("copies column by column", _columns_first), ("a circular shift", _circular)):
+        if not _fails(test_shift, implementation):
+            raise AssertionError(f"your test passes a shift with a bug: {bug}")
+
+
+def check_shift_conv_macs(shift_conv_macs):
+    """``C k^2 H W k^2``: C k^2 output channels per pixel, each a sum of k^2 products."""
+
+    def prop(channels, h, w, k):
+        want = channels * k**4 * h * w
+        if shift_conv_macs(channels, h, w, k) != want:
+            raise AssertionError(f"shift_conv_macs({channels}, {h}, {w}, {k}) is {shift_conv_macs(channels, h, w, k)}")
+
+    for_all(
+        prop, channels=st.integers(1, 96), h=st.integers(1, 64), w=st.integers(1, 64), k=st.sampled_from([1, 3, 5, 7])
+    )
+
+
+def check_choose_neighbourhood(choose_neighbourhood):
+    """The largest odd k <= 11 with ``2 H W k^2 C`` within the budget (56 x 56, C = 96)."""
+    for budget, want in ((2 * 56 * 56 * 49 * 96, 7), (20e6, 5), (6e6, 3), (1e6, 1), (1e9, 11)):
+        got = choose_neighbourhood(budget)
+        if got != want:
+            raise AssertionError(
+                f"choose_neighbourhood({budget:g}) is {got}; the largest kernel within budget is {want}"
+            )

@@ -203,3 +203,50 @@ def local_attention_softmax_over_channels():
         return (weights * values).sum(3)
 
     return {"local_attention": local_attention}
+
+
+@wrong(subtle=False)
+def test_centre_and_box_filter():
+    """The learner's test, like the colleague's, checks the centre copy and the sum of the copies: order-blind."""
+
+    def test_shift_order(shift):
+        x = torch.randn(1, 2, 4, 5, dtype=torch.float64)
+        copies = shift(x, 3)
+        assert torch.equal(copies[:, :, 4], x)
+        assert torch.allclose(copies.sum(2), F.conv2d(x, torch.ones(2, 1, 3, 3, dtype=x.dtype), padding=1, groups=2))
+
+    return {"test_shift_order": test_shift_order}
+
+
+@wrong(subtle=True)
+def test_interior_pixel_only():
+    """The learner's test states the nine neighbours of an interior pixel only: the zero padding goes untested."""
+
+    def test_shift_order(shift):
+        x = torch.arange(1.0, 21.0).view(1, 1, 4, 5)
+        copies = shift(x, 3)
+        for u in range(3):
+            for v in range(3):
+                assert copies[0, 0, u * 3 + v, 1, 1] == x[0, 0, u, v]
+
+    return {"test_shift_order": test_shift_order}
+
+
+@wrong(subtle=False)
+def macs_one_kernel_per_channel():
+    """The conv counted as one k x k kernel per input channel (C k^2 H W), not k^2 one-hot kernels per channel."""
+
+    def shift_conv_macs(channels, h, w, kernel_size):
+        return channels * kernel_size**2 * h * w
+
+    return {"shift_conv_macs": shift_conv_macs}
+
+
+@wrong(subtle=True)
+def neighbourhood_always_seven():
+    """Swin's window size whatever the budget: right at Swin's cost, not for other budgets."""
+
+    def choose_neighbourhood(budget):
+        return 7
+
+    return {"choose_neighbourhood": choose_neighbourhood}
