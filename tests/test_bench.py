@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -9,6 +10,7 @@ from vitlocal.attention import Attention
 from vitlocal.bench import count_macs, count_params, format_rate, format_zoo_table, throughput, timm_model, zoo_rows
 from vitlocal.cli import main
 from vitlocal.lattice import img2seq
+from vitlocal.models import create_model
 
 
 class _TinyViT(nn.Module):
@@ -79,3 +81,20 @@ def test_bench_runs_each_model_at_its_native_size_and_says_why_timm_is_missing(c
     out = capsys.readouterr().out
     assert "| deit_nano | 32 | vitlocal | no |" in out and "| swin_nano | 64 | vitlocal | no |" in out
     assert "drop path 0 for every implementation" in out
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["deit_nano", "localvit_nano", "crossvit_nano", "cvt_nano", "cloformer_nano", "swin_nano", "slide_swin_nano"],
+)
+def test_every_family_compiles_as_one_graph(name: str) -> None:
+    """``torch.compile(fullgraph=True)`` traces the whole forward (no graph break from a shape-dependent Python
+    branch or a host read); the eager backend checks the tracing without generating kernels, which a CPU test
+    cannot afford."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    model = create_model(name).eval()
+    x = torch.randn(2, 3, model.config.img_size, model.config.img_size)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.compile(model, backend="eager", fullgraph=True)(x), model(x))
