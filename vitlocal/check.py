@@ -43,6 +43,7 @@ import math
 import os
 import re
 import runpy
+import subprocess
 import sys
 import warnings
 from collections.abc import Iterator
@@ -460,7 +461,7 @@ def _check_notebook(source_nb: Any, path: Path, timeout: int) -> list[CellResult
         resources=resources,
     )
     with _environment(VITLOCAL_SMOKE="1", VITLOCAL_HIDDEN_TESTS=str(hidden_dir()), **{_CHECKING: "1"}):
-        client.execute()
+        client.execute(stderr=subprocess.DEVNULL)  # the kernel's own log lines; the cells' stderr is in their outputs
     return [_result(exercise, cell, _cell_failure(cell)) for exercise, cell in graded_cells(nb)]
 
 
