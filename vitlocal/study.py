@@ -137,7 +137,8 @@ def _machine() -> str:
             line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")
         ]
         model = names[0] if names else model
-    return f"{torch.get_num_threads()} CPU threads ({model})"
+    threads = torch.get_num_threads()
+    return f"{threads} CPU thread{'s' if threads > 1 else ''} ({model})"
 
 
 def describe_data(data: str) -> dict[str, str]:
