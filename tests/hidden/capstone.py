@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from hypothesis import strategies as st
 
@@ -60,3 +62,91 @@ def check_tiny_vit(TinyViT):
             expect_close(ours(images), reference(images), f"the logits of TinyViT(local={local}, depth={depth})")
 
     for_all(prop, local=st.booleans(), depth=st.integers(1, 2), patch=st.sampled_from([2, 4]), seed=SEEDS)
+
+
+def check_extra_params(extra_params):
+    """``C_h k^2 + 4 C_h + 2 C - (C_h + C) - 2 C``: the depthwise conv and BNs, minus the biases and norm2."""
+
+    def prop(dim, ratio, k):
+        local = sum(p.numel() for p in locality.LocalViTBlock(dim, 1, ratio, gate=None, kernel_size=k).parameters())
+        plain = sum(p.numel() for p in vit.Block(dim, 1, ratio).parameters())
+        got = extra_params(dim, int(dim * ratio), k)
+        if got != local - plain:
+            raise AssertionError(f"extra_params({dim}, {int(dim * ratio)}, {k}) is {got}, expected {local - plain}")
+
+    for_all(prop, dim=st.integers(1, 48), ratio=st.sampled_from([1.0, 2.0, 4.0]), k=st.sampled_from([1, 3, 5]))
+
+
+def _reference_train(model, images, labels, steps, batch, lr, seed):
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
+    order = torch.Generator().manual_seed(seed)
+    model.train()
+    losses = []
+    for _ in range(steps):
+        index = torch.randint(0, len(labels), (batch,), generator=order)
+        loss = torch.nn.functional.cross_entropy(model(images[index]), labels[index])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+def check_train(train):
+    """AdamW with fresh gradients every step, the batches drawn from ``seed``, in training mode (BN, dropout)."""
+
+    def prop(batch, seed):
+        torch.manual_seed(seed)
+        model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.BatchNorm1d(6), torch.nn.Linear(6, 3)).double()
+        twin = copy.deepcopy(model)
+        images, labels = randn(12, 4, seed=seed), torch.arange(12) % 3
+        model.eval()  # train must switch to training mode itself
+        got = train(model, images, labels, 3, batch, 0.05, seed)
+        want = _reference_train(twin, images, labels, 3, batch, 0.05, seed)
+        expect_close(torch.tensor(got, dtype=torch.float64), torch.tensor(want, dtype=torch.float64), "the losses")
+        for name, value in twin.state_dict().items():
+            expect_close(model.state_dict()[name].double(), value.double(), f"{name} after three steps")
+
+    for_all(prop, batch=st.integers(2, 6), seed=SEEDS)
+
+
+def _no_step(model, images, labels, steps, batch, lr, seed):
+    return _reference_train(model, images, labels, steps, batch, 0.0, seed)
+
+
+def _adam_without_decay(model, images, labels, steps, batch, lr, seed):
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    order = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(steps):
+        index = torch.randint(0, len(labels), (batch,), generator=order)
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(images[index]), labels[index]).backward()
+        optimizer.step()
+    return []
+
+
+def check_train_test(test_train):
+    """The learner's test passes on a correct loop and fails on each plausible bug."""
+    test_train(_reference_train)
+    for bug, implementation in (("no update at all", _no_step), ("Adam without weight decay", _adam_without_decay)):
+        try:
+            test_train(implementation)
+        except AssertionError:
+            continue
+        raise AssertionError(f"your test passes a training loop with a bug: {bug}")
+
+
+def check_report(report, config, fingerprint):
+    """The record was made by the submitted code: its config is my_config(), its fingerprint is reproduced now."""
+    if report.get("config") != config:
+        raise AssertionError("the report was made with another design than my_config() returns; run the study again")
+    got, want = fingerprint(config), report.get("fingerprint", [])
+    if len(got) != len(want) or not torch.allclose(torch.tensor(got), torch.tensor(want), rtol=1e-4, atol=1e-6):
+        raise AssertionError(
+            "your submitted code does not reproduce the record's fingerprint (its first losses on a fixed batch): "
+            "my_report() must return the line your study printed, with the code you hand in"
+        )
+    for row in report["rows"]:
+        if not 0 <= row["val_acc"] <= 1:
+            raise AssertionError(f"an accuracy outside [0, 1] in the report: {row}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
@@ -174,3 +175,76 @@ def no_final_norm():
             self.norm = nn.Identity()
 
     return {"TinyViT": TinyViT}
+
+
+@wrong(subtle=False)
+def extra_params_forgets_norm2():
+    """The depthwise conv, the BatchNorms and the dropped biases counted, but not the dropped second LayerNorm."""
+
+    def extra_params(dim, hidden, kernel_size):
+        return hidden * kernel_size**2 + 4 * hidden + 2 * dim - (hidden + dim)
+
+    return {"extra_params": extra_params}
+
+
+@wrong(subtle=False)
+def extra_params_counts_running_statistics():
+    """BatchNorm's running mean and variance counted as parameters (they are buffers)."""
+
+    def extra_params(dim, hidden, kernel_size):
+        return hidden * kernel_size**2 + 8 * hidden + 4 * dim - (hidden + dim) - 2 * dim
+
+    return {"extra_params": extra_params}
+
+
+def _loop(zero_grad: bool, train_mode: bool):
+    def train(model, images, labels, steps, batch, lr, seed):
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
+        order = torch.Generator().manual_seed(seed)
+        model.train(train_mode)
+        losses = []
+        for _ in range(steps):
+            index = torch.randint(0, len(labels), (batch,), generator=order)
+            loss = F.cross_entropy(model(images[index]), labels[index])
+            if zero_grad:
+                optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        return losses
+
+    return train
+
+
+@wrong(subtle=False)
+def train_without_zero_grad():
+    """The colleague's bug kept: every step's gradient is summed into the next."""
+    return {"train": _loop(zero_grad=False, train_mode=True)}
+
+
+@wrong(subtle=True)
+def train_in_eval_mode():
+    """``model.eval()`` instead of ``model.train()``: BatchNorm uses its running statistics and never updates them
+    (invisible on the visible check's Linear model)."""
+    return {"train": _loop(zero_grad=True, train_mode=False)}
+
+
+@wrong(subtle=False)
+def test_checks_the_loss_goes_down():
+    """The learner's test checks that the loss decreases: the buggy loop's does too."""
+
+    def test_train_matches_adamw(train):
+        torch.manual_seed(0)
+        losses = train(torch.nn.Linear(3, 2), torch.randn(32, 3), torch.arange(32) % 2, 30, 8, 0.05, 0)
+        assert losses[-1] < losses[0]
+
+    return {"test_train_matches_adamw": test_train_matches_adamw}
+
+
+@wrong(subtle=True)
+def config_changed_after_the_run():
+    """my_config changed after the study ran (a wider model): the report no longer comes from the submitted code."""
+    config = dict(
+        img_size=32, patch_size=4, dim=96, depth=4, num_heads=4, steps=600, batch=64, lr=2e-3, train_images=8000
+    )
+    return {"my_config": lambda: config}
