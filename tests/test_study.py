@@ -86,8 +86,10 @@ def test_table_reports_the_mean_and_the_spread_over_seeds() -> None:
     table = study_table(rows)
     assert "| a | m | 1.00 | 2.0 | 2 | 45.0 ± 5.0 | 40.0 / 50.0 | 46.5 | 100 | 1.0 | - |" in table
     assert "chance 10%" in table
-    measured = study_table(rows, [{"arm": "a", "img_per_s": 123.4}])  # the side-by-side figure replaces the runs'
-    assert "img/s (side by side)" in measured and "| 46.5 | 123 | 1.0 |" in measured
+    # the side-by-side figures replace the runs' own: img/s, and minutes = epochs x minutes per epoch at that rate
+    measured = study_table(rows, [{"arm": "a", "img_per_s": 123.4, "minutes_per_epoch_imagenette": 0.5}])
+    assert "img/s (side by side)" in measured and "| 46.5 | 123 | 1.5 |" in measured
+    assert "evaluation excluded" in measured
 
 
 @pytest.mark.parametrize(

@@ -263,12 +263,13 @@ def study_table(rows: list[dict[str, Any]], throughput: list[dict[str, Any]] | N
     """A Markdown table, one line per arm (in the order first seen): mean final top-1 over seeds with each seed's
     value, best top-1, params, MACs, training img/s and minutes per run, and the paper's figure.
 
-    img/s is the runs' own mean unless ``throughput`` (`measure_arms` rows) gives the side-by-side figure.
+    img/s and minutes are the runs' own unless ``throughput`` (`measure_arms` rows) gives the side-by-side
+    figures: then minutes are the study's epochs of training at the side-by-side rate, evaluation excluded.
     """
     arms: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         arms.setdefault(row["arm"], []).append(row)
-    speed = {r["arm"]: r["img_per_s"] for r in throughput or []}
+    speed = {r["arm"]: r for r in throughput or []}
     lines = [
         "| arm | model | params (M) | MMACs | seeds | final top-1 (%) | per seed | best top-1 (%) | "
         f"img/s{' (side by side)' if speed else ''} | min/run | paper |",
@@ -278,20 +279,29 @@ def study_table(rows: list[dict[str, Any]], throughput: list[dict[str, Any]] | N
         group = sorted(group, key=lambda r: r["seed"])
         finals = [r["final_acc1"] for r in group]
         spread = f" ± {(max(finals) - min(finals)) / 2:.1f}" if len(finals) > 1 else ""
-        img_s = speed.get(label, statistics.mean(r["train_img_per_s"] for r in group))
+        if label in speed:
+            img_s = speed[label]["img_per_s"]
+            minutes = group[0]["epochs"] * speed[label]["minutes_per_epoch_imagenette"]
+        else:
+            img_s = statistics.mean(r["train_img_per_s"] for r in group)
+            minutes = statistics.mean(r["minutes"] for r in group)
         lines.append(
             f"| {label} | {group[0]['model']} | {group[0]['params_m']:.2f} | {group[0]['mmacs']:.1f} | {len(group)} | "
             f"{statistics.mean(finals):.1f}{spread} | {' / '.join(f'{a:.1f}' for a in finals)} | "
             f"{statistics.mean(r['best_acc1'] for r in group):.1f} | {img_s:.0f} | "
-            f"{statistics.mean(r['minutes'] for r in group):.1f} | {group[0]['paper'] or '-'} |"
+            f"{minutes:.1f} | {group[0]['paper'] or '-'} |"
         )
     if rows:
         chance = 100 / rows[0]["classes"]
         first = rows[0]
         lines.append(
             f"\n{first['data']}, {first['img_size']} px, {first['epochs']} epochs, batch {first['batch_size']}, "
-            f"recipe `{first['recipe']}`; chance {chance:.0f}%. ± is half the range over seeds; min/run is each run's "
-            "own wall time, evaluation included."
+            f"recipe `{first['recipe']}`; chance {chance:.0f}%. ± is half the range over seeds; min/run is "
+            + (
+                "the training time of one run at the side-by-side rate, evaluation excluded."
+                if speed
+                else "each run's own wall time, evaluation included."
+            )
         )
     return "\n".join(lines)
 
@@ -299,8 +309,8 @@ def study_table(rows: list[dict[str, Any]], throughput: list[dict[str, Any]] | N
 def measure_arms(name: str, steps: int = 20, device: str | None = None) -> list[dict[str, Any]]:
     """Training-step img/s of every arm of study ``name`` at its size and batch, measured side by side in one
     process on random data (forward, backward, AdamW): the fair cost axis, since the study's own runs may have
-    shared the machine with other work. Also the minutes 12 epochs of Imagenette (9,469 images) take at that
-    rate, evaluation excluded."""
+    shared the machine with other work. Also the minutes one epoch of Imagenette (9,469 training images) takes
+    at that rate, evaluation excluded."""
     study = STUDIES[name]
     rows = []
     for arm in study.arms:
