@@ -158,6 +158,8 @@ def measure_training(
     """Images per second of full training steps (forward, backward, AdamW; bf16 autocast on CUDA) on random
     data, and the peak GPU memory in GiB (``None`` on CPU)."""
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)  # this model's peak, not the process's so far
     model = model.to(dev).train()
     optimizer = torch.optim.AdamW(param_groups(model, 0.05), lr=1e-4, fused=True if dev.type == "cuda" else None)
     step_model = torch.compile(model) if compile else model
