@@ -153,6 +153,17 @@ def test_one_hot_kernels_are_one_hot_row_major() -> None:
 def test_views_gradcheck(view: Callable[[torch.Tensor, int], torch.Tensor], k: int) -> None:
     x = randn(1, 2, 3, 4, seed=k).requires_grad_()
     assert torch.autograd.gradcheck(lambda t: view(t, k), (x,))
+    assert torch.autograd.gradgradcheck(lambda t: view(t, k), (x,))
+
+
+@given(b=st.integers(1, 2), c=st.integers(1, 3), h=side, w=side, k=odd_k, seed=seeds)
+def test_shift_gradient_equals_im2col_gradient(b: int, c: int, h: int, w: int, k: int, seed: int) -> None:
+    # shift's backward is written by hand (the transposed shift); im2col's is autograd's scatter-add of its gather
+    x = randn(b, c, h, w, seed=seed)
+    grad = randn(b, c, k * k, h, w, seed=seed + 1)
+    (expected,) = torch.autograd.grad(im2col(x.requires_grad_(), k), x, grad)
+    (got,) = torch.autograd.grad(shift(x, k), x, grad)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
 
 
 # ---------------------------------------------------------------- T5, T7: deformed shift and its merge
@@ -171,6 +182,23 @@ def test_deformed_shift_two_paths_and_merge_equal_two_convs(b: int, c: int, h: i
     merged = m.merge()
     assert isinstance(merged, nn.Conv2d) and merged.groups == c and merged.weight.dtype == torch.float64
     torch.testing.assert_close(merged(x), onehot + learned)
+
+
+@settings(max_examples=20)
+@given(b=st.integers(1, 2), c=st.integers(1, 3), h=side, w=side, k=odd_k, seed=seeds)
+def test_deformed_shift_gradients_equal_the_official_two_convs(
+    b: int, c: int, h: int, w: int, k: int, seed: int
+) -> None:
+    # the forward sums the two paths' weights before ONE conv; the official code runs two convs and adds them
+    torch.manual_seed(seed)
+    m = DeformedShift(c, k).double()
+    x = randn(b, c, h, w, seed=seed).requires_grad_()
+    grad = randn(b, c * k * k, h, w, seed=seed + 1)
+    inputs = (x, m.onehot.bias, m.deform.weight, m.deform.bias)
+    ours = torch.autograd.grad(m(x), inputs, grad)
+    official = torch.autograd.grad(m.onehot(x) + m.deform(x), inputs, grad)
+    for got, expected in zip(ours, official, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
 
 
 def test_deformed_shift_frozen_one_hot_weight_learnable_bias() -> None:
