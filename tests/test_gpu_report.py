@@ -22,7 +22,9 @@ def test_tiny_dry_run_writes_every_section(tmp_path: Path, monkeypatch: pytest.M
     assert list(parts) == list(SECTIONS) and not [p["error"] for p in parts.values() if "error" in p]
     assert [r["model"] for r in parts["throughput"]["rows"]] == ["deit_nano", "localvit_nano"]
     assert all(r["img_per_s"] > 0 and r["mfu_datasheet"] is None for r in parts["throughput"]["rows"])  # no GPU
-    assert {r["gather"] for r in parts["slide"]["rows"]} == {"shift", "im2col", "unfold"}
+    slide = {r["op"]: r for r in parts["slide"]["rows"]}
+    assert {"shift", "im2col", "unfold", "deformed shift, one conv (training)"} <= set(slide)
+    assert slide["shift"]["baseline"] == "im2col" and slide["shift"]["fwd_bwd_speedup"] > 0
     assert parts["loading"]["in_memory_augmented_img_per_s"] > 0
     assert parts["loading"]["fastest_model_img_per_s"] == max(r["img_per_s"] for r in parts["throughput"]["rows"])
     assert [r["epochs"] for r in parts["accuracy"]["rows"]] == [1, 1]
