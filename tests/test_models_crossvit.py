@@ -28,8 +28,8 @@ from vitlocal.fusion import (
 )
 from vitlocal.models import create_model, list_models
 from vitlocal.models.common import param_groups
-from vitlocal.models.crossvit import ConvPatchEmbed, CrossViT, convert_official_crossvit
-from vitlocal.models.official import load_official
+from vitlocal.models.crossvit import ConvPatchEmbed, CrossViT
+from vitlocal.models.official import convert_official, load_official
 from vitlocal.models.papers import PUBLISHED
 from vitlocal.models.vit import Block
 
@@ -471,7 +471,7 @@ def test_converter_accepts_timm_names_and_stacked_fusion_layers():
         "pos_embed_0": torch.zeros(1, 1 + 8 * 8, 64),
         "blocks.1.fusion.1.2.norm1.weight": torch.zeros(64),
     }
-    converted = convert_official_crossvit(state, meta_model("crossvit_nano"))
+    converted = convert_official(meta_model("crossvit_nano"), state)  # recognised as timm's layout by cls_token_1
     assert set(converted) == {"cls_token.1", "pos_embed.0", "blocks.1.fusion.blocks.1.2.norm.weight"}
 
 

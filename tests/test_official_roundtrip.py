@@ -1,9 +1,11 @@
-"""Official-checkpoint converters round-trip: official -> ours -> official (vitlocal/models/official.py).
+"""Checkpoint converters round-trip: official (or timm) -> ours -> official (or timm) (vitlocal/models/official.py).
 
 Key layout: for every fixture of official key names and shapes (tests/fixtures/official_keys), the fixture is
 converted, loaded strictly, and exported again, which must give exactly its keys and shapes (on the meta device:
 shapes suffice). Values: on a small real model of each family, random official-layout tensors come back
-identical, and ours -> official -> ours is the identity.
+identical, and ours -> official -> ours is the identity. timm's layouts (tests/fixtures/timm_keys, enumerated from
+timm's source) likewise, and a small model's weights exported in timm's layout and loaded back give identical
+logits. (Logits against timm itself, with timm's random weights: `vitlocal.gpu_report`, where timm imports.)
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ import pytest
 import torch
 
 from vitlocal.models import create_model
-from vitlocal.models.official import convert_official, export_official, load_official
+from vitlocal.models.official import convert_official, detect_layout, export_official, load_official
 from vitlocal.models.swin import relative_position_index, shifted_window_mask
 
 FIXTURES = Path(__file__).parent / "fixtures" / "official_keys"
+TIMM_FIXTURES = Path(__file__).parent / "fixtures" / "timm_keys"
 # every fixture with a released format; each is named after its create_model name (cloformer_xxs: layout only)
 LAYOUTS = [
     "deit_tiny",
@@ -41,13 +44,23 @@ SMALL = [
     ("crossvit_nano", {}),
     ("crossvit_nano", {"depth": ((1, 2, 2), (1, 2, 0))}),
 ]
+# timm's layouts (fixtures named after the create_model name), and the layout each is recognised as: timm's DeiT
+# has the official keys
+TIMM_LAYOUTS = {"deit_tiny": "official", "crossvit_tiny": "timm", "swin_tiny": "timm"}
+# small real models of the families timm has (CrossViT's fusion with L = 0 and L > 0)
+TIMM_SMALL = [
+    ("deit_nano", {}),
+    ("swin_nano", {}),
+    ("crossvit_nano", {}),
+    ("crossvit_nano", {"depth": ((1, 2, 2), (1, 2, 0))}),
+]
 # Swin's buffers that the official modules save and ours rebuild from the configuration
 REBUILT = ("relative_position_index", "attn_mask")
 
 
-def official_keys(name: str) -> dict[str, tuple[int, ...]]:
-    """The fixture's official key names and shapes."""
-    keys = json.loads((FIXTURES / f"{name}.json").read_text())["keys"]
+def official_keys(name: str, folder: Path = FIXTURES) -> dict[str, tuple[int, ...]]:
+    """The fixture's key names and shapes (the official layout's, or timm's from ``TIMM_FIXTURES``)."""
+    keys = json.loads((folder / f"{name}.json").read_text())["keys"]
     return {key: tuple(shape) for key, shape in keys.items()}
 
 
@@ -117,3 +130,96 @@ def test_export_refuses_a_family_without_released_weights():
         model = create_model("cloformer_nano")
     with pytest.raises(ValueError, match="no official checkpoint format is known for CloFormer"):
         export_official(model)
+
+
+# ---------------------------------------------------------------- timm's layouts
+
+
+def test_every_timm_fixture_is_covered():
+    assert set(TIMM_LAYOUTS) == {path.stem for path in TIMM_FIXTURES.glob("*.json")}
+
+
+@pytest.mark.parametrize("name", TIMM_LAYOUTS)
+def test_timm_key_layout_round_trips(name):
+    keys = official_keys(name, TIMM_FIXTURES)
+    state = {key: torch.zeros(shape, device="meta") for key, shape in keys.items()}
+    with torch.device("meta"):
+        model = create_model(name)
+    assert detect_layout(model, state).name == TIMM_LAYOUTS[name]
+    load_official(model, state)  # strict
+    exported = export_official(model, layout="timm")
+    assert {key: tuple(value.shape) for key, value in exported.items()} == keys
+
+
+@pytest.mark.parametrize(("name", "overrides"), TIMM_SMALL, ids=[f"{n}{'-L2' if o else ''}" for n, o in TIMM_SMALL])
+def test_timm_layout_gives_identical_logits(name, overrides):
+    torch.manual_seed(0)
+    model = create_model(name, **overrides).eval()
+    with torch.no_grad():  # no weight left at its init's 0 or 1, so a swapped pair of names would show
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    timm_state = export_official(model, layout="timm")
+    torch.manual_seed(1)
+    loaded = load_official(create_model(name, **overrides).eval(), timm_state)
+    size = model.config.img_size
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+
+
+def test_timm_swin_moves_patch_merging_and_head():
+    with torch.device("meta"):
+        model = create_model("swin_nano")
+    exported = export_official(model, layout="timm")
+    assert {
+        "layers.1.downsample.reduction.weight",
+        "layers.3.downsample.norm.bias",
+        "head.fc.weight",
+    } <= exported.keys()
+    assert not any(key.startswith(("layers.0.downsample", "head.weight")) or key.endswith(REBUILT) for key in exported)
+    headless = {key: value for key, value in exported.items() if not key.startswith("head.")}  # timm's features
+    assert detect_layout(model, headless).name == "timm"  # told by its patch merging alone
+
+
+def test_timm_swin_buffers_of_timm_0_9_are_dropped():
+    # timm 0.9.0 - 0.9.5 saved relative_position_index and attn_mask, under the official names
+    model = create_model("swin_nano")
+    buffers = {key: value for key, value in export_official(model).items() if key.endswith(REBUILT)}
+    state = export_official(model, layout="timm") | buffers
+    assert detect_layout(model, state).name == "timm"
+    load_official(model, state)
+
+
+def test_a_timm_checkpoint_that_does_not_fit_names_its_layout_and_keys():
+    model = create_model("swin_nano")
+    state = export_official(model, layout="timm")
+    state["head.fc.extra"] = state.pop("layers.1.downsample.reduction.weight")
+    with pytest.raises(
+        ValueError,
+        match=r"read in the timm layout \(timm >= 0\.9 swin_\*.*missing keys \['layers\.1\.downsample\.reduction"
+        r"\.weight'\], unexpected keys \['head\.fc\.extra'\]",
+    ):
+        load_official(model, state)
+
+
+# ---------------------------------------------------------------- Swin checkpoints of another window
+
+
+@pytest.mark.parametrize(
+    ("name", "window_size", "says"),
+    [
+        # the released Slide-Swin configs: WINDOW_SIZE 56, so stage 3 attends over its whole 14x14 map: 729 rows
+        ("slide_swin_tiny", 56, r"729 rows .* window_size=56\); any window_size >= 14 builds the same model"),
+        (
+            "swin_nano",
+            8,
+            r"225 rows .* create_model\(\.\.\., window_size=8\)$",
+        ),  # stage 1's map is 16: the window is 8 exactly
+    ],
+)
+def test_a_checkpoint_of_another_window_names_the_override(name, window_size, says):
+    with torch.device("meta"):
+        checkpoint = export_official(create_model(name, window_size=window_size))
+        with pytest.raises(ValueError, match=r"relative_position_bias_table of the checkpoint has " + says):
+            load_official(create_model(name), checkpoint)
+        load_official(create_model(name, window_size=window_size), checkpoint)  # the override named fits

@@ -5,7 +5,7 @@ Mechanisms: `lattice` (LocalViT's token lattice), `locality` (LocalViT's localit
 cross-attention), `convproj` (CvT's convolutional projection) and `attnconv` (CloFormer's AttnConv),
 built on `attention` (multi-head attention on SDPA) and `layers` (small shared layers).
 
-Models: ``create_model(name, **overrides)``, ``list_models()``; official checkpoints:
+Models: ``create_model(name, **overrides)``, ``list_models()``; released checkpoints (the authors' or timm's):
 ``load_official(model, checkpoint)`` and ``export_official(model)``.
 """
 

@@ -25,6 +25,7 @@ Names: Ti/S/B follow the width; in 9/15/18 the number is K x N (the L-branch's t
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import torch
@@ -47,6 +48,8 @@ __all__ = [
     "branch_img_sizes",
     "convert_official_crossvit",
     "export_official_crossvit",
+    "convert_timm_crossvit",
+    "export_timm_crossvit",
     "crossvit_tiny",
     "crossvit_small",
     "crossvit_base",
@@ -306,10 +309,6 @@ def _fits(img_size: int, c: CrossViTConfig) -> bool:
     return all(s >= p and s % p == 0 for s, p in zip(sizes, c.patch_size, strict=True))
 
 
-# (timm, official): timm's port names the tokens ``cls_token_0`` ...; read, never written
-_TIMM_NAMES: tuple[Rule, ...] = (("cls_token_*", "cls_token.*"), ("pos_embed_*", "pos_embed.*"))
-
-
 def _renames(config: CrossViTConfig) -> list[Rule]:
     """The ``(official, ours)`` key renames: the fusion moves into `vitlocal.fusion.CrossAttentionFusion`.
 
@@ -341,20 +340,43 @@ def export_official_crossvit(state: dict[str, torch.Tensor], model: CrossViT) ->
     return rename_keys(state, _renames(model.config), inverse=True)
 
 
-@register_converter(CrossViT, inverse=export_official_crossvit)
+@register_converter(CrossViT, inverse=export_official_crossvit, source="IBM/CrossViT")
 def convert_official_crossvit(state: dict[str, torch.Tensor], model: CrossViT) -> dict[str, torch.Tensor]:
-    """Official IBM/CrossViT state dict (or timm's port of it) -> ours.
+    """Official IBM/CrossViT state dict -> ours.
 
-    The branch blocks, embeddings, norms and heads keep their names; the fusion is renamed (see `_renames`);
-    timm's ``cls_token_0`` / ``pos_embed_0`` become ``cls_token.0`` / ``pos_embed.0``. A position embedding
-    ``(1, 1 + N_i', C_i)`` trained at another size is resized (bicubic) to the model's ``(1, 1 + N_i, C_i)``.
+    The branch blocks, embeddings, norms and heads keep their names; the fusion is renamed (see `_renames`). A
+    position embedding ``(1, 1 + N_i', C_i)`` trained at another size is resized (bicubic) to the model's
+    ``(1, 1 + N_i, C_i)``.
     """
-    ours = rename_keys(rename_keys(state, _TIMM_NAMES), _renames(model.config))
+    ours = rename_keys(state, _renames(model.config))
     for i, patch_embed in enumerate(model.patch_embed):
         key = f"pos_embed.{i}"
         if key in ours and ours[key].shape[1] != model.pos_embed[i].shape[1]:
             ours[key] = resize_pos_embed(ours[key], (patch_embed.grid, patch_embed.grid))
     return ours
+
+
+# (timm, official): quirk (timm): the port keeps every official name but the tokens', ``cls_token_0`` ... instead of
+# the ParameterList's ``cls_token.0`` ... (its pretrained_filter_fn replaces the "." by "_")
+_TIMM_NAMES: tuple[Rule, ...] = (("cls_token_*", "cls_token.*"), ("pos_embed_*", "pos_embed.*"))
+
+
+def _is_timm_crossvit(keys: Collection[str]) -> bool:
+    return any(key.startswith(("cls_token_", "pos_embed_")) for key in keys)
+
+
+def export_timm_crossvit(state: dict[str, torch.Tensor], model: CrossViT) -> dict[str, torch.Tensor]:
+    """Our CrossViT state dict -> timm's ``crossvit_*``: the official names with timm's token names."""
+    return rename_keys(export_official_crossvit(state, model), _TIMM_NAMES, inverse=True)
+
+
+@register_converter(
+    CrossViT, inverse=export_timm_crossvit, layout="timm", source="timm crossvit_*", detect=_is_timm_crossvit
+)
+def convert_timm_crossvit(state: dict[str, torch.Tensor], model: CrossViT) -> dict[str, torch.Tensor]:
+    """timm's CrossViT state dict -> ours: ``cls_token_i`` / ``pos_embed_i`` to the official ``cls_token.i`` /
+    ``pos_embed.i``, then `convert_official_crossvit`."""
+    return convert_official_crossvit(rename_keys(state, _TIMM_NAMES), model)
 
 
 def _crossvit(overrides: dict, **preset: object) -> CrossViT:

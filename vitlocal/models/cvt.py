@@ -309,7 +309,7 @@ def export_official_cvt(
     return dict(state)
 
 
-@register_converter(ConvolutionalVisionTransformer, inverse=export_official_cvt)
+@register_converter(ConvolutionalVisionTransformer, inverse=export_official_cvt, source="microsoft/CvT")
 def convert_official_cvt(
     state: dict[str, torch.Tensor], model: ConvolutionalVisionTransformer
 ) -> dict[str, torch.Tensor]:

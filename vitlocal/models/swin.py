@@ -24,6 +24,9 @@ would make them global attention instead; see the note above the Slide-Swin buil
 
 from __future__ import annotations
 
+import math
+import re
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import torch
@@ -369,7 +372,7 @@ class SwinTransformer(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Official checkpoints (microsoft/Swin-Transformer and LeapLabTHU/Slide-Transformer format)
+# Checkpoints: the official layout (microsoft/Swin-Transformer, LeapLabTHU/Slide-Transformer) and timm's
 # ----------------------------------------------------------------------------------------------------------------------
 
 # official SlideAttention names -> vitlocal.slide.SlideAttention names (in the slide stages only)
@@ -388,6 +391,40 @@ def _renames(config: SwinConfig) -> list[Rule]:
     return [("patch_embed.norm", "embed_norm"), *slide]
 
 
+def _check_windows(state: dict[str, torch.Tensor], model: SwinTransformer) -> None:
+    """Raise a ValueError naming the ``window_size`` to build ``model`` with when the checkpoint's relative position
+    bias tables, ``((2w - 1)^2, heads)``, were trained with another window ``w`` than the model's.
+
+    Quirk (Slide-Swin): the released ``cfgs/slide_swin_*.yaml`` set ``WINDOW_SIZE: 56``, so stage 3's window is its
+    whole 14x14 map: 27^2 = 729 rows, where our default window 7 has 13^2 = 169 (see the note above the builders).
+    """
+    exact, at_least, first = set(), 0, None
+    for name, module in model.named_modules():
+        table = state.get(f"{name}.relative_position_bias_table") if isinstance(module, WindowAttention) else None
+        if table is None or table.shape == module.relative_position_bias_table.shape:
+            continue
+        window = (math.isqrt(table.shape[0]) + 1) // 2
+        if (2 * window - 1) ** 2 != table.shape[0]:
+            continue  # not a window's table: load_official's shape check names it
+        first = first or (name, table.shape[0], window, module)
+        if window < module.map_size:
+            exact.add(window)  # the checkpoint's window_size itself
+        else:  # quirk: a window_size larger than the map shrinks to it, so the map alone is seen
+            at_least = max(at_least, window)
+    if first is None:
+        return
+    name, rows, window, module = first
+    if exact:
+        fix = " or ".join(f"window_size={w})" for w in sorted(exact))
+    else:  # the same model for any window_size >= at_least; as large as the first map is the released Slide-Swin's
+        fix = f"window_size={model.patch_embed.grid}); any window_size >= {at_least} builds the same model"
+    raise ValueError(
+        f"{name}.relative_position_bias_table of the checkpoint has {rows} rows = (2w-1)^2 for a {window}x{window} "
+        f"window, this model's has {module.relative_position_bias_table.shape[0]} (window {module.window_size}): "
+        f"the checkpoint was trained with another window_size; build the model with create_model(..., {fix}"
+    )
+
+
 def export_official_swin(state: dict[str, torch.Tensor], model: SwinTransformer) -> dict[str, torch.Tensor]:
     """Our Swin / Slide-Swin state dict -> official: the renames undone, and the saved buffers put back.
 
@@ -403,17 +440,58 @@ def export_official_swin(state: dict[str, torch.Tensor], model: SwinTransformer)
     return official
 
 
-@register_converter(SwinTransformer, inverse=export_official_swin)
+@register_converter(SwinTransformer, inverse=export_official_swin, source="microsoft/Swin-Transformer, Slide-Swin")
 def convert_official_swin(state: dict[str, torch.Tensor], model: SwinTransformer) -> dict[str, torch.Tensor]:
     """Official Swin / Slide-Swin state dict -> ours.
 
     Drops the saved buffers (``relative_position_index``, ``attn_mask``: rebuilt from the config), renames
     ``patch_embed.norm`` to ``embed_norm``, and, in slide stages, ``dep_conv``/``dep_conv1``/
     ``relative_position_bias_table`` to ``shift.onehot``/``shift.deform``/``rpb``. Tensor layouts are identical
-    (PatchMerging's concat order is the official one). timm's re-laid-out Swin checkpoints are not this format.
+    (PatchMerging's concat order is the official one). A bias table of another window is an error naming the
+    ``window_size`` override that fits it (`_check_windows`).
     """
     saved = {key: value for key, value in state.items() if not key.endswith(_REBUILT)}
-    return rename_keys(saved, _renames(model.config))
+    ours = rename_keys(saved, _renames(model.config))
+    _check_windows(ours, model)
+    return ours
+
+
+def _timm_moves(config: SwinConfig) -> list[Rule]:
+    """The ``(timm, official)`` key renames of timm's Swin since timm 0.9 (commit acfd85ad; timm <= 0.6.13 saved the
+    official layout, which `convert_official_swin` reads).
+
+    Quirk (timm): each PatchMerging runs at the START of the next stage (timm ``layers.{i+1}.downsample``, official
+    ``layers.{i}.downsample``), and the head is wrapped in a ClassifierHead (``head.fc``). The tensors are the
+    official ones: timm's PatchMerging permutes to the official concat order.
+    """
+    moves = [(f"layers.{i + 1}.downsample", f"layers.{i}.downsample") for i in range(len(config.depths) - 1)]
+    return [("head.fc", "head"), *moves]
+
+
+def _is_timm_swin(keys: Collection[str]) -> bool:
+    """timm's layout: a ``head.fc`` (timm's own test), or patch merging in some stage but none in stage 0."""
+    merged = {key.split(".")[1] for key in keys if re.match(r"layers\.\d+\.downsample\.", key)}
+    return any(key.startswith("head.fc.") for key in keys) or (bool(merged) and "0" not in merged)
+
+
+def export_timm_swin(state: dict[str, torch.Tensor], model: SwinTransformer) -> dict[str, torch.Tensor]:
+    """Our Swin state dict -> timm's ``swin_*``: official names, moved (`_timm_moves`); no buffers (timm >= 0.9.6
+    rebuilds ``relative_position_index`` and ``attn_mask`` and does not save them)."""
+    official = rename_keys(state, _renames(model.config), inverse=True)
+    return rename_keys(official, _timm_moves(model.config), inverse=True)
+
+
+@register_converter(
+    SwinTransformer,
+    inverse=export_timm_swin,
+    layout="timm",
+    source="timm >= 0.9 swin_*: patch merging at the start of the next stage, head.fc",
+    detect=_is_timm_swin,
+)
+def convert_timm_swin(state: dict[str, torch.Tensor], model: SwinTransformer) -> dict[str, torch.Tensor]:
+    """timm's Swin state dict -> ours: `_timm_moves` back to the official names, then `convert_official_swin`
+    (which also drops the ``relative_position_index`` / ``attn_mask`` buffers that timm 0.9.0 - 0.9.5 saved)."""
+    return convert_official_swin(rename_keys(state, _timm_moves(model.config)), model)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -425,7 +503,8 @@ def convert_official_swin(state: dict[str, torch.Tensor], model: SwinTransformer
 # than its map to the map, stages 3-4 of the released code attend over their WHOLE 14x14 / 7x7 map without shift.
 # The paper keeps Swin's 7x7 W-MSA/SW-MSA there, and its FLOPs (4.6 / 8.9 / 15.5 G) match window 7 (4.69 / 8.94 /
 # 15.70 G measured), not window 56 (4.83 / 9.34 / 16.23 G). We default to 7; pass window_size=56 for the
-# released-code behaviour (its checkpoints then load too: their stage-3 bias tables are 27^2 x heads).
+# released-code behaviour, which the released checkpoints need (their stage-3 bias tables are 27^2 x heads;
+# load_official names the override). Parameters: 28.35 / 49.75 / 87.95M with window 56, 28.31 / 49.63 / 87.79M with 7.
 _SLIDE = {"num_slide_stages": 2, "slide_kernel_size": 3}
 
 

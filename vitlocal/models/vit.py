@@ -254,7 +254,18 @@ def export_official_keys(state: dict[str, torch.Tensor], model: VisionTransforme
     return rename_keys(state, _RENAMES, inverse=True)
 
 
-@register_converter(VisionTransformer, inverse=export_official_keys)
+# quirk: DeiT's released code IS timm's VisionTransformer, whose keys timm's vit_* / deit_* still use (the layers
+# timm added since, ls1 / fc_norm / norm_pre ..., have no parameters in these models): one converter reads both, and
+# such a checkpoint is read as the official one (no key tells them apart)
+@register_converter(
+    VisionTransformer,
+    inverse=export_official_keys,
+    layout="timm",
+    source="timm vit_* / deit_*, the official DeiT keys",
+)
+@register_converter(
+    VisionTransformer, inverse=export_official_keys, source="facebookresearch/deit = timm vit_* / deit_*, LocalViT"
+)
 def convert_official_keys(state: dict[str, torch.Tensor], model: VisionTransformer) -> dict[str, torch.Tensor]:
     """Official DeiT / LocalViT state dict -> ours.
 
