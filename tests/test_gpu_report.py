@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from vitlocal.gpu_report import SECTIONS, gpu_report, summary
+from vitlocal.bench import timm_model
+from vitlocal.gpu_report import SECTIONS, TIMM_WEIGHTS, gpu_report, summary
 
 
 def test_tiny_dry_run_writes_every_section(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -25,6 +26,11 @@ def test_tiny_dry_run_writes_every_section(tmp_path: Path, monkeypatch: pytest.M
     slide = {r["op"]: r for r in parts["slide"]["rows"]}
     assert {"shift", "im2col", "unfold", "deformed shift, one conv (training)"} <= set(slide)
     assert slide["shift"]["baseline"] == "im2col" and slide["shift"]["fwd_bwd_speedup"] > 0
+    weights = parts["timm_weights"]
+    if timm_model("deit_tiny", 224)[0] is None:  # no timm here (it needs torchvision): the section says it skipped
+        assert weights["rows"] == [] and weights["notes"][0].startswith("skipped: timm does not import here")
+    else:
+        assert [(r["model"], r["match"]) for r in weights["rows"]] == [(m, True) for m in TIMM_WEIGHTS]
     assert parts["loading"]["in_memory_augmented_img_per_s"] > 0
     assert parts["loading"]["fastest_model_img_per_s"] == max(r["img_per_s"] for r in parts["throughput"]["rows"])
     assert [r["epochs"] for r in parts["accuracy"]["rows"]] == [1, 1]

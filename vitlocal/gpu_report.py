@@ -9,6 +9,8 @@
     slide        Slide attention's neighbourhood at Slide-Swin-T's stage-1 size, forward and forward + backward, as
                  ratios measured side by side: shift and ``F.unfold`` vs im2col; the deformed shift as training
                  runs it (one conv) vs the official two convs
+    timm_weights timm's random weights of ``deit_tiny``, ``crossvit_tiny``, ``swin_tiny`` loaded into ours with
+                 `vitlocal.load_official`: the largest logit difference ours vs timm (CPU, float64)
     loading      the data pipeline in img/s (decoded once into device memory, augmented on the device; and
                  streamed by worker processes) against the fastest model's appetite from ``throughput``
     accuracy     ``deit_tiny`` and ``localvit_tiny`` trained on Imagenette 128 px: val top-1 and minutes
@@ -37,6 +39,7 @@ import torch.nn.functional as F
 from vitlocal.bench import count_macs, measure_loading, measure_training, time_calls, timm_model
 from vitlocal.data import build_data, parse_source
 from vitlocal.models import create_model
+from vitlocal.models.official import detect_layout, load_official
 from vitlocal.recipes import RECIPES
 from vitlocal.records import write_text_atomically
 from vitlocal.slide import DeformedShift, im2col, shift
@@ -48,6 +51,7 @@ __all__ = ["SECTIONS", "gpu_report", "summary", "main"]
 DATASHEET_PEAK_TFLOPS = {"H100": 989.4, "H200": 989.4}
 TIMM_COMPARED = ("deit_tiny", "deit_small", "crossvit_tiny", "swin_tiny")
 OURS_ONLY = ("localvit_tiny", "cvt_13", "cloformer_xxs", "slide_swin_tiny")
+TIMM_WEIGHTS = ("deit_tiny", "crossvit_tiny", "swin_tiny")  # the families whose timm layout load_official reads
 NATIVE_SIZE = {"crossvit_tiny": 240}  # every other model: 224
 TINY_MODEL = {"deit_tiny": "deit_nano", "deit_small": "deit_nano", "localvit_tiny": "localvit_nano"}
 TINY_MODEL |= {"crossvit_tiny": "crossvit_nano", "swin_tiny": "swin_nano", "cvt_13": "cvt_nano"}
@@ -144,6 +148,37 @@ def section_slide(ctx: dict[str, Any]) -> dict[str, Any]:
     return {"shape": [batch * heads, d, side, side], "kernel_size": k, "rows": list(rows.values())}
 
 
+def section_timm_weights(ctx: dict[str, Any]) -> dict[str, Any]:
+    """timm's weights loaded into ours through `load_official`: the largest logit difference, ours vs timm.
+
+    On the CPU in float64 (exact: no TF32, no bf16), two random images at the model's native size. Every timm
+    parameter is its initialisation plus noise (std 0.02), so no weight stays at 0 or 1 and a swapped pair of
+    names would show. Full-size models in a ``--tiny`` run too: timm's names are those of the real models.
+    """
+    rows, notes = [], []
+    for name in TIMM_WEIGHTS:
+        if time.perf_counter() > ctx["deadline"]:
+            notes.append(f"{name} and later: skipped, the section's time cap was reached")
+            break
+        size = NATIVE_SIZE.get(name, 224)
+        theirs, label = timm_model(name, size)
+        if theirs is None:
+            notes.append(f"skipped: {label}")
+            break
+        torch.manual_seed(0)
+        with torch.no_grad():
+            for p in theirs.parameters():
+                p.add_(0.02 * torch.randn_like(p))
+        state = theirs.state_dict()
+        ours = load_official(create_model(name, drop_path_rate=0.0), state)
+        x = torch.randn(2, 3, size, size, dtype=torch.float64)
+        with torch.no_grad():
+            diff = (ours.double().eval()(x) - theirs.double().eval()(x)).abs().max().item()
+        layout = detect_layout(ours, state).name
+        rows.append({"model": name, "timm_model": label, "layout": layout, "max_abs_diff": diff, "match": diff < 1e-9})
+    return {"device": "cpu", "dtype": "float64", "rows": rows, "notes": notes}
+
+
 def section_loading(ctx: dict[str, Any]) -> dict[str, Any]:
     device, tiny = ctx["device"], ctx["tiny"]
     size, batch = (32, 16) if tiny else (128, ctx["batch_size"])
@@ -208,6 +243,7 @@ def section_accuracy(ctx: dict[str, Any]) -> dict[str, Any]:
 SECTIONS: dict[str, tuple[Callable[[dict[str, Any]], dict[str, Any]], float]] = {
     "throughput": (section_throughput, 240.0),  # seconds each section may start new work for
     "slide": (section_slide, 30.0),
+    "timm_weights": (section_timm_weights, 30.0),
     "loading": (section_loading, 60.0),
     "accuracy": (section_accuracy, 240.0),
 }
@@ -306,6 +342,16 @@ def summary(report: dict[str, Any]) -> str:
                 f"{r['forward_speedup']:.2f}x | {r['fwd_bwd_speedup']:.2f}x |"
             )
         lines.append("")
+    if "timm_weights" in s and "rows" in s["timm_weights"]:
+        w = s["timm_weights"]
+        lines += ["**timm's weights through load_official** (CPU, float64)", ""]
+        lines += ["| model | timm model | layout read | max abs logit diff | match |", "|---|---|---|---|---|"]
+        for r in w["rows"]:
+            lines.append(
+                f"| {r['model']} | {r['timm_model']} | {r['layout']} | {r['max_abs_diff']:.2g} | "
+                f"{'yes' if r['match'] else 'NO'} |"
+            )
+        lines += [f"- {note}" for note in w["notes"]] + [""]
     if "loading" in s and "streamed" in s["loading"]:
         d = s["loading"]
         lines += [
