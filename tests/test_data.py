@@ -500,3 +500,56 @@ def test_rand_augment_equals_each_image_augmented_on_its_own() -> None:
                 expected[i : i + 1] = A.apply_op(name, expected[i : i + 1], level[i : i + 1], sign[i : i + 1], fill)
     assert apply.any() and not apply.all()  # both kinds of image occur
     torch.testing.assert_close(out, expected, rtol=0, atol=0)
+
+
+# ---------------------------------------------------------------- the loader's epoch order, workers
+def test_in_memory_epoch_order_is_a_seeded_permutation_moved_once() -> None:
+    """Each rank's indices for an epoch: one device tensor, a function of (seed, epoch) only; the ranks' rows of
+    every global batch are disjoint, and the batches are those indices in order."""
+    splits = [build_data("synthetic", 16, 4, augment=A.Augment(), world=2, rank=r, limit=(50, 8)) for r in (0, 1)]
+    trains = [s.train for s in splits]
+    orders = [t._order() for t in trains]
+    assert all(o.device == t.device and len(o) == 48 // 2 for o, t in zip(orders, trains, strict=True))
+    torch.testing.assert_close(trains[0]._order(), orders[0], rtol=0, atol=0)  # drawn again: the same
+    both = torch.cat(orders)
+    assert len(set(both.tolist())) == 48 and both.max() < 50  # six global batches of 2 x 4 distinct images
+    trains[0].set_epoch(1)
+    assert not torch.equal(trains[0]._order(), orders[0])
+    trains[0].set_epoch(0)
+    assert len(trains[0]) == 6 and len(splits[0].val) == 1  # 8 val images: 4 per rank, one batch
+    plain = build_data("synthetic", 16, 4, world=2, rank=0, limit=(50, 8)).train  # no augmentation
+    for (x, _), index in zip(plain, plain._order().split(4), strict=True):
+        torch.testing.assert_close(x, A.normalize(plain.images[index].float()), rtol=0, atol=0)
+
+
+def test_streamed_crops_do_not_depend_on_the_workers_and_the_workers_persist(tmp_path: Path) -> None:
+    root = make_folder(tmp_path / "set", classes=2, per_class=4)
+    crop_only = A.Augment(hflip=0.0, randaugment=None, color_jitter=0.0, mixup=0.0, cutmix=0.0, erase=0.0)
+    epochs = {}
+    for workers in (0, 2):
+        data = build_data(str(root), 8, 4, augment=crop_only, in_memory=False, workers=workers)
+        assert data.train.loader.persistent_workers == (workers > 0) == data.val.loader.persistent_workers
+        for epoch in (0, 1):
+            data.train.set_epoch(epoch)
+            epochs[workers, epoch] = torch.cat([x for x, _ in data.train])
+    torch.testing.assert_close(epochs[2, 0], epochs[0, 0], rtol=0, atol=0)
+    torch.testing.assert_close(epochs[2, 1], epochs[0, 1], rtol=0, atol=0)
+    assert not torch.equal(epochs[0, 0], epochs[0, 1])
+
+
+def test_augmentation_copies_its_constants_to_the_device_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host-to-GPU copy waits for the GPU: DeiT's full augmentation makes its constants (grey weights, affine
+    scale, fill colour, mean and std) in the first batches only, not in every step."""
+    A._constant.cache_clear()
+    made: list[int] = []
+    original = torch.tensor
+
+    def counted(*args, **kwargs):
+        made.append(1)
+        return original(*args, **kwargs)
+
+    data = build_data("synthetic", 16, 8, augment=A.Augment(), limit=(64, 8))
+    list(data.train)  # the first epoch makes them
+    monkeypatch.setattr(torch, "tensor", counted)
+    data.train.set_epoch(1)
+    assert len(list(data.train)) == 8 and made == []

@@ -17,6 +17,7 @@ RandAugment operations round and clip like PIL's 8-bit ones, so each matches ``P
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from dataclasses import dataclass
@@ -162,9 +163,16 @@ RANDAUGMENT_OPS = (
 )
 
 
+@functools.lru_cache(maxsize=64)
+def _constant(values: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``torch.tensor(values)`` on ``device``, made once: a copy from host memory to a GPU waits for the GPU to
+    finish its queued work, which once per op and step would keep the host from running ahead."""
+    return torch.tensor(values, device=device, dtype=dtype)
+
+
 def _gray(x: torch.Tensor) -> torch.Tensor:
     """PIL's 8-bit luma ``L = (19595 R + 38470 G + 7471 B + 2^15) >> 16``: ``(B, 3, H, W) -> (B, 1, H, W)``."""
-    weights = torch.tensor([19595.0, 38470.0, 7471.0], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    weights = _constant((19595.0, 38470.0, 7471.0), x.device, x.dtype).view(1, 3, 1, 1)
     return torch.floor(((x * weights).sum(1, keepdim=True) + 32768) / 65536)
 
 
@@ -197,7 +205,7 @@ def _affine(x: torch.Tensor, matrix: torch.Tensor, fill: torch.Tensor) -> torch.
     )
     points = torch.stack([xs, ys, torch.ones_like(xs)], -1).view(1, h * w, 3)  # (1, HW, 3) pixel centres
     source = points @ matrix.transpose(1, 2)  # (B, HW, 2) in pixels
-    grid = (2 * source / torch.tensor([w, h], device=x.device, dtype=x.dtype) - 1).view(-1, h, w, 2)
+    grid = (2 * source / _constant((w, h), x.device, x.dtype) - 1).view(-1, h, w, 2)
     fill = fill.view(1, -1, 1, 1)
     return F.grid_sample(x - fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + fill
 
@@ -290,7 +298,7 @@ def rand_augment(
     batch on a GPU never waits for the host (no data-dependent indexing, no synchronisation).
     """
     b, device = x.shape[0], x.device
-    fill_t = torch.tensor(fill, device=device, dtype=x.dtype)
+    fill_t = _constant(tuple(fill), device, x.dtype)
     for _ in range(layers):
         op = torch.randint(len(RANDAUGMENT_OPS), (b,), device=device, generator=generator)
         apply = torch.rand(b, device=device, generator=generator) < 0.5
@@ -316,8 +324,8 @@ def color_jitter(x: torch.Tensor, strength: float = 0.4, generator: torch.Genera
 # ---------------------------------------------------------------- normalise, erase, mix
 def normalize(x: torch.Tensor, mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD):
     """``(x / 255 - mean) / std`` per channel: ``(B, 3, H, W)`` in [0, 255] -> float."""
-    mean_t = torch.tensor(mean, device=x.device).view(1, -1, 1, 1)
-    std_t = torch.tensor(std, device=x.device).view(1, -1, 1, 1)
+    mean_t = _constant(tuple(mean), x.device, torch.get_default_dtype()).view(1, -1, 1, 1)
+    std_t = _constant(tuple(std), x.device, torch.get_default_dtype()).view(1, -1, 1, 1)
     return (x.float() / 255 - mean_t) / std_t
 
 

@@ -84,8 +84,8 @@ class EvalTransform:
 class TrainTransform:
     """A random resized crop straight to ``size`` (bicubic): -> ``(3, size, size)``.
 
-    The box comes from `crop_boxes` with torch's global generator, which the ``DataLoader`` seeds per
-    worker and per epoch.
+    The box comes from `crop_boxes` with ``generator`` (torch's global one when None). The streamed loader seeds
+    one per image from (seed, epoch, index), so a crop is the same whichever worker process decodes it.
     """
 
     size: int
@@ -93,16 +93,17 @@ class TrainTransform:
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
     draft = None  # a crop may be small: decode at full resolution
 
-    def __call__(self, image: Image.Image) -> torch.Tensor:
+    def __call__(self, image: Image.Image, generator: torch.Generator | None = None) -> torch.Tensor:
         w, h = image.size
-        top, left, ch, cw = crop_boxes(h, w, 1, self.scale, self.ratio)[0].tolist()
+        top, left, ch, cw = crop_boxes(h, w, 1, self.scale, self.ratio, generator)[0].tolist()
         box = (left, top, left + cw, top + ch)
         return to_tensor(image.resize((self.size, self.size), Image.Resampling.BICUBIC, box=box))
 
 
 class ImageFiles(Dataset):
     """A `FileList` as a dataset: item i is ``(transform(RGB image), label)``, or ``(None, path)`` when the file
-    cannot be decoded."""
+    cannot be decoded. Item ``(i, seed)``: the same, with the transform's random draws from a generator seeded
+    with ``seed``."""
 
     def __init__(self, files: FileList, transform: EvalTransform | TrainTransform) -> None:
         self.files, self.transform = files, transform
@@ -110,13 +111,16 @@ class ImageFiles(Dataset):
     def __len__(self) -> int:
         return len(self.files.samples)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int] | tuple[None, str]:
+    def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, int] | tuple[None, str]:
+        index, seed = index if isinstance(index, tuple) else (index, None)
         path, label = self.files.samples[index]
         try:
             with Image.open(path) as image:
                 if self.transform.draft:
                     image.draft("RGB", (self.transform.draft, self.transform.draft))
-                return self.transform(to_rgb(image)), label
+                if seed is None:
+                    return self.transform(to_rgb(image)), label
+                return self.transform(to_rgb(image), torch.Generator().manual_seed(seed)), label
         # PIL's errors for unreadable / truncated / corrupt / unknown files, and for images too large to decode
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
             return None, f"{path} ({type(err).__name__}: {err})"

@@ -5,16 +5,19 @@ Two paths, the same output:
     in memory (synthetic, CIFAR-10, any data set that fits): uint8 images ``(N, 3, S', S')`` decoded once
         and kept on the training device; each batch is an index into them; cropping and every other
         augmentation runs on the device, so the accelerator never waits for JPEG decoding
-    streamed (ImageNet): a ``DataLoader`` whose workers decode and random-resized-crop each file on the
-        CPU; the uint8 batch goes to the device, where the rest of the augmentation runs
+    streamed (ImageNet): a ``DataLoader`` whose (persistent) workers decode and random-resized-crop each file
+        on the CPU; the uint8 batch goes to the device, where the rest of the augmentation runs; on CUDA the
+        next batch's copy and augmentation run on a side stream while the model computes the current one
 
 Sharding for several processes (DDP): training batches are slices of one global batch (the same
 permutation on every rank, seeded by ``seed + epoch``), so W processes with batch B see exactly the
 images one process with batch W x B sees; evaluation gives rank r the images r, r + W, r + 2W, ...
+On the in-memory path an epoch's indices move to the device once, not once per batch.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import warnings
@@ -24,7 +27,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, DistributedSampler, Subset
+from torch.utils.data import DataLoader, DistributedSampler, Sampler, Subset
 
 from vitlocal.data.augment import (
     Augment,
@@ -113,6 +116,29 @@ class Batches:
         key = (self.seed * 1_000_003 + self.epoch) * 1009 + self.rank
         return torch.Generator(self.device).manual_seed(key), random.Random(key)
 
+    def _ahead(
+        self, batches: Iterator[tuple[torch.Tensor, torch.Tensor]]
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """``batches``, one ahead on CUDA: the next batch's copy and augmentation are queued on a side stream
+        before the current one is handed out, so they overlap the model's step. Elsewhere ``batches`` as is."""
+        if self.device.type != "cuda":
+            yield from batches
+            return
+        main, side = torch.cuda.current_stream(self.device), torch.cuda.Stream(self.device)
+
+        def prepare() -> tuple[torch.Tensor, torch.Tensor] | None:
+            side.wait_stream(main)  # after the work queued so far: nothing the side stream reads is being written
+            with torch.cuda.stream(side):
+                return next(batches, None)
+
+        upcoming = prepare()
+        while upcoming is not None:
+            main.wait_stream(side)
+            for t in upcoming:
+                t.record_stream(main)  # memory made on the side stream, used on the main one
+            current, upcoming = upcoming, prepare()
+            yield current
+
 
 class TensorBatches(Batches):
     """The in-memory path: ``images`` ``(N, 3, H, W)`` uint8 moved to ``device`` once.
@@ -125,17 +151,23 @@ class TensorBatches(Batches):
         self.images, self.labels = data.images.to(self.device), data.labels.to(self.device)
         self.batch_size, self.world = batch_size, world
 
-    def _indices(self) -> list[torch.Tensor]:
+    def _order(self) -> torch.Tensor:
+        """This process's image indices for the epoch, on the device, in batch order."""
         n, b = len(self.labels), self.batch_size
-        if self.augment is not None:
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
-            glob = b * self.world
-            return [order[k * glob + self.rank * b : k * glob + (self.rank + 1) * b] for k in range(n // glob)]
-        mine = torch.arange(self.rank, n, self.world)
-        return list(mine.split(b))
+        if self.augment is None:
+            return torch.arange(self.rank, n, self.world, device=self.device)
+        # drawn on the CPU, so that the order is the same on every device type (a GPU run sees the images in
+        # the CPU run's order), then moved once per epoch: a global batch is (world, b), this rank takes its row
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        glob = b * self.world
+        mine = order[: n // glob * glob].view(-1, self.world, b)[:, self.rank]
+        return mine.reshape(-1).to(self.device)
 
     def __len__(self) -> int:
-        return len(self._indices())
+        n, b = len(self.labels), self.batch_size
+        if self.augment is not None:
+            return n // (b * self.world)
+        return math.ceil(len(range(self.rank, n, self.world)) / b)
 
     @property
     def num_images(self) -> int:
@@ -143,9 +175,30 @@ class TensorBatches(Batches):
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         g, rng = self._generators()
-        for index in self._indices():
-            index = index.to(self.device)
+        for index in self._order().split(self.batch_size):
             yield self._finish(self.images[index], self.labels[index], g, rng, crop=True)
+
+
+class _SeededCrops(Sampler):
+    """A ``DistributedSampler``'s indices, each paired with the seed of its random crop, from (seed, epoch, index).
+
+    The crops are then the same whichever worker decodes them and however many workers there are, and persistent
+    worker processes (which keep the random state they started with) still resume exactly.
+    """
+
+    def __init__(self, sampler: DistributedSampler, seed: int) -> None:
+        self.sampler, self.seed, self.epoch = sampler, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.sampler.set_epoch(epoch)  # or every epoch repeats the same order (pytorch #31771)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        key = (self.seed * 1_000_003 + self.epoch) << 32
+        return ((i, (key + i) % 2**64) for i in self.sampler)
 
 
 class FileBatches(Batches):
@@ -167,12 +220,12 @@ class FileBatches(Batches):
             transform = EvalTransform(size, crop_pct)
         dataset = ImageFiles(files, transform)
         if train:
-            self.sampler = DistributedSampler(
+            shuffle = DistributedSampler(
                 dataset, num_replicas=world, rank=self.rank, shuffle=True, seed=self.seed, drop_last=True
             )
+            self.sampler = _SeededCrops(shuffle, self.seed)
         else:
             dataset, self.sampler = Subset(dataset, range(self.rank, len(dataset), world)), None
-        # workers are started afresh every epoch, so their generators follow the (checkpointed) global one
         self.loader = DataLoader(
             dataset,
             batch_size=batch_size,
@@ -181,13 +234,14 @@ class FileBatches(Batches):
             collate_fn=collate,
             pin_memory=self.device.type == "cuda",
             drop_last=train,
+            persistent_workers=workers > 0,  # started once, not every epoch
         )
         self.warned = False
 
     def set_epoch(self, epoch: int) -> None:
         super().set_epoch(epoch)
         if self.sampler is not None:
-            self.sampler.set_epoch(epoch)  # or every epoch repeats the same order (pytorch #31771)
+            self.sampler.set_epoch(epoch)
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -197,6 +251,9 @@ class FileBatches(Batches):
         return len(self.loader.dataset)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self._ahead(self._batches())
+
+    def _batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         g, rng = self._generators()
         self.skipped = 0
         for x, y, skipped in self.loader:
@@ -289,11 +346,13 @@ def build_data(
     ``batch_size`` is this process's batch; ``augment`` the training augmentation (``None``: none, the
     training images are prepared like the validation ones); ``in_memory`` chooses the path (``None``:
     in memory when the uint8 pixels take at most `IN_MEMORY_BYTES`); ``limit`` caps the number of
-    (train, val) images, evenly spaced; ``workers`` defaults to the CPU cores per process (at most 8).
+    (train, val) images, evenly spaced; ``workers`` defaults to the CPU cores this process may use, shared
+    among the ``world`` processes (no fixed cap: a fast GPU eats more decoded JPEGs per second than 8 cores make).
     """
     device = torch.device(device)
     if workers is None:
-        workers = min(8, (os.cpu_count() or 1) // world)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        workers = cores // world
     common = dict(img_size=img_size, device=device, seed=seed, rank=rank)
     splits = {
         s: _limit(load_split(source, s, img_size, seed, n), n) for s, n in zip(("train", "val"), limit, strict=True)
