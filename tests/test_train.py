@@ -387,3 +387,66 @@ def test_the_training_loop_waits_for_the_device_only_every_tenth_step(
     cfg = TINY | {"recipe": "deit", "limit_val": 8}
     train(TrainConfig(**cfg, epochs=1, batch_size=8, limit_train=160, out=str(tmp_path)))
     assert len(reads) == 3, reads  # steps 10 and 20, and the epoch's mean loss
+
+
+def test_evaluation_reads_the_device_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over five validation batches, `evaluate` reads the device once (the sums, at the end) and copies one tensor
+    to it (the image count), instead of once per batch."""
+    import traceback
+
+    from vitlocal import train as engine
+    from vitlocal.models import create_model
+
+    package = str(Path(engine.__file__).parent)
+    events: list[str] = []
+
+    def counting(original, name):
+        def counted(*args, **kwargs):
+            caller = traceback.extract_stack()[-2]
+            if caller.filename.startswith(package) and caller.name == "evaluate":
+                events.append(f"{name} at {Path(caller.filename).name}:{caller.lineno}")
+            return original(*args, **kwargs)
+
+        return counted
+
+    for name in ("item", "tolist", "nonzero", "__bool__", "__float__", "__int__", "cpu", "numpy"):
+        monkeypatch.setattr(torch.Tensor, name, counting(getattr(torch.Tensor, name), name))
+    monkeypatch.setattr(torch, "tensor", counting(torch.tensor, "tensor"))
+    val = build_data("synthetic", 16, 8, limit=(16, 40)).val
+    metrics = engine.evaluate(create_model("deit_nano", img_size=16), val)
+    assert len(val) == 5 and 0 <= metrics["val_acc1"] <= 100
+    assert sorted(e.split(" ")[0] for e in events) == ["tensor", "tolist"], events
+
+
+def test_compiled_training_and_evaluation_compile_in_the_first_epoch_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With --compile, evaluation (the model's and the EMA's, and the last, smaller validation batch) is compiled
+    too, and the second epoch compiles nothing new. (The eager backend: dynamo's graphs without generated code.)"""
+    import functools
+
+    from torch._dynamo.utils import counters
+
+    from vitlocal import train as engine
+
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
+    torch._dynamo.reset()
+    counters.clear()
+    graphs, evaluated = [], []
+    train_epoch, evaluate = engine._train_epoch, engine.evaluate
+
+    def epoch_counted(*args, **kwargs):
+        graphs.append(counters["stats"]["unique_graphs"])
+        return train_epoch(*args, **kwargs)
+
+    def evaluate_seen(model, *args, **kwargs):
+        evaluated.append(isinstance(model, torch._dynamo.eval_frame.OptimizedModule))
+        return evaluate(model, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "_train_epoch", epoch_counted)
+    monkeypatch.setattr(engine, "evaluate", evaluate_seen)
+    cfg = TINY | {"limit_val": 20, "overrides": {"ema_decay": 0.9}}  # validation batches of 8, 8 and 4
+    train(TrainConfig(**cfg, epochs=2, batch_size=8, limit_train=16, compile=True, out=str(tmp_path)))
+    graphs.append(counters["stats"]["unique_graphs"])
+    assert evaluated == [True] * 4  # the model and the EMA, each epoch
+    assert graphs[0] == 0 and graphs[1] >= 3 and graphs[2] == graphs[1], graphs  # training, evaluation, EMA

@@ -83,7 +83,7 @@ class TrainConfig:
     overrides: dict[str, Any] = field(default_factory=dict)  # recipe / augment fields, e.g. {"mixup": 0.0}
     model_args: dict[str, Any] = field(default_factory=dict)  # model config fields, e.g. {"locality_layers": "low"}
     accum_steps: int = 1
-    workers: int | None = None  # data-loading processes per training process; None: the cores (at most 8)
+    workers: int | None = None  # data-loading processes per training process; None: the cores, shared
     in_memory: bool | None = None  # None: decide from the data size
     channels_last: bool = False  # NHWC activations, for conv-heavy models on GPU
     stop_after: int | None = None  # end this invocation after this many epochs; the schedule still spans `epochs`
@@ -334,10 +334,14 @@ def _all_rng_states(procs: _Processes) -> list[dict[str, torch.Tensor]]:
 # ---------------------------------------------------------------- evaluation
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: Batches, world: int = 1, channels_last: bool = False) -> dict[str, float]:
-    """Mean cross-entropy, top-1 and top-5 accuracy (%) over ``batches`` (summed over all processes)."""
+    """Mean cross-entropy, top-1 and top-5 accuracy (%) over ``batches`` (summed over all processes).
+
+    The sums stay on the device; the host reads them once, at the end.
+    """
     model.eval()
     device = batches.device
-    sums = torch.zeros(4, device=device, dtype=torch.float64)  # loss, top-1 hits, top-5 hits, images
+    sums = torch.zeros(3, device=device, dtype=torch.float64)  # loss, top-1 hits, top-5 hits
+    images = 0  # counted on the host: a batch's size is known without reading the device
     for x, y in batches:
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -345,16 +349,13 @@ def evaluate(model: nn.Module, batches: Batches, world: int = 1, channels_last: 
             logits = model(x).float()
         top = logits.topk(min(5, logits.shape[-1]), dim=-1).indices
         sums += torch.stack(
-            [
-                F.cross_entropy(logits, y, reduction="sum"),
-                (top[:, 0] == y).sum(),
-                (top == y[:, None]).any(-1).sum(),
-                torch.tensor(len(y), device=device),
-            ]
+            [F.cross_entropy(logits, y, reduction="sum"), (top[:, 0] == y).sum(), (top == y[:, None]).any(-1).sum()]
         ).double()
+        images += len(y)
+    totals = torch.cat([sums, torch.tensor([images], dtype=torch.float64).to(device)])
     if world > 1:
-        dist.all_reduce(sums)
-    loss, top1, top5, n = sums.tolist()
+        dist.all_reduce(totals)
+    loss, top1, top5, n = totals.tolist()
     if n == 0:
         raise ValueError(f"no validation image could be read ({batches.skipped} unreadable); check --data")
     return {"val_loss": loss / n, "val_acc1": 100 * top1 / n, "val_acc5": 100 * top5 / n}
@@ -549,12 +550,25 @@ def _train(cfg: TrainConfig, procs: _Processes) -> list[dict[str, Any]]:
     step_model = model
     if procs.world > 1:
         devices = [procs.device.index] if procs.device.type == "cuda" else None
-        # gradients live in the all-reduce buckets (no copy in and out of them, less memory)
-        step_model = DistributedDataParallel(model, device_ids=devices, gradient_as_bucket_view=True)
+        step_model = DistributedDataParallel(
+            model,
+            device_ids=devices,
+            gradient_as_bucket_view=True,  # gradients live in the all-reduce buckets (no copy in and out of them)
+            # buffers are the same in every process (constants, or SyncBN's statistics of the global batch), so
+            # none is broadcast before each forward; without SyncBN (CPU), BatchNorm's running statistics would
+            # drift apart per process: there rank 0's are broadcast, as by default
+            broadcast_buffers=has_bn and procs.device.type != "cuda",
+            # every model of the zoo uses the same parameters at every step (drop path masks samples, it never
+            # skips a branch), so the graph is static; but torch's reducer asserts when no_sync() meets a static
+            # graph (pytorch #143580): with gradient accumulation the graph is left dynamic
+            static_graph=cfg.accum_steps == 1,
+        )
     if procs.device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: pick the fastest conv kernels once
-    if cfg.compile:
-        step_model = torch.compile(step_model)
+    # compiled once: evaluation mode (and the last, smaller validation batch) are new graphs the first time only
+    compiled = torch.compile if cfg.compile else lambda module: module
+    step_model, eval_model = compiled(step_model), compiled(model)
+    eval_ema = compiled(ema.module) if ema is not None else None
 
     end = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, cfg.stop_after)
     epoch = saved = start  # `saved`: the epoch the checkpoint on disk holds
@@ -567,9 +581,9 @@ def _train(cfg: TrainConfig, procs: _Processes) -> list[dict[str, Any]]:
             )
             row: dict[str, Any] = {"epoch": epoch + 1, "step": schedule.steps, **trained}
             row["lr"] = schedule.lr_at(schedule.steps - 1)
-            row.update(evaluate(model, data.val, procs.world, cfg.channels_last))
-            if ema is not None:
-                ema_metrics = evaluate(ema.module, data.val, procs.world, cfg.channels_last)
+            row.update(evaluate(eval_model, data.val, procs.world, cfg.channels_last))
+            if eval_ema is not None:
+                ema_metrics = evaluate(eval_ema, data.val, procs.world, cfg.channels_last)
                 row.update({f"ema_{k}": v for k, v in ema_metrics.items()})
             row["skipped"] = data.train.skipped + data.val.skipped  # unreadable images met this epoch
             state = {
