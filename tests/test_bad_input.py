@@ -304,6 +304,9 @@ MISTAKES = {
     ),
     "bench --steps 0": Mistake("bench --model deit_nano --steps 0", 2, ("--steps", ">= 1")),
     "bench an unknown model": Mistake("bench --model deit_nope --no-timm", 2, ("unknown model name",)),
+    "bench --data synthetic (nothing to load)": Mistake(
+        "bench --data synthetic --img-size 16 --workers 0", 2, ("generated in memory", "imagenette:PATH")
+    ),
     "bench --data with an unknown --recipe": Mistake(
         "bench --data {data} --recipe nope --workers 0", 2, ("--recipe 'nope'", "deit"), two_classes
     ),

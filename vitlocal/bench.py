@@ -23,6 +23,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from vitlocal.data import build_data
+from vitlocal.data.loader import FileBatches
 from vitlocal.models.common import param_groups
 from vitlocal.recipes import get_recipe
 
@@ -192,6 +193,11 @@ def measure_loading(
         in_memory=False,
         limit=(None, 1),
     )
+    if not isinstance(data.train, FileBatches):
+        raise ValueError(
+            f"--data {source} is generated in memory: there is nothing to load. Measure a source of image files "
+            "(imagenette:PATH, a folder, imagenet:PATH)"
+        )
 
     def rate(batches: Any) -> float:
         it = iter(batches)
