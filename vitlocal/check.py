@@ -65,7 +65,11 @@ __all__ = [
     "here",
     "hidden_dir",
     "hidden_tests",
+    "describe",
+    "explain_error",
+    "mismatch",
     "randn",
+    "reference_parts",
     "rereads",
     "run_check",
     "run_source",
@@ -162,11 +166,51 @@ def set_wave_(module: torch.nn.Module) -> torch.nn.Module:
     return module
 
 
+def describe(value: Any) -> str:
+    """A short description of an argument for a failure message: a tensor's shape, dtype and layout, else its repr."""
+    if isinstance(value, torch.Tensor):
+        layout = "" if value.is_contiguous() or value.numel() <= 1 else ", non-contiguous"
+        return f"tensor {tuple(value.shape)} {str(value.dtype).removeprefix('torch.')}{layout}"
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, torch.Tensor) for v in value):
+        inner = ", ".join(describe(v) for v in value)
+        return f"[{inner}]" if isinstance(value, list) else f"({inner})"
+    if isinstance(value, torch.nn.Module):
+        text = repr(value) if not list(value.children()) and len(repr(value)) <= 70 else type(value).__name__
+        stateful = (torch.nn.modules.batchnorm._BatchNorm, torch.nn.Dropout)
+        if any(isinstance(m, stateful) for m in value.modules()):
+            text += " in training mode" if value.training else " in eval mode"
+        return text
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def mismatch(got: torch.Tensor, want: torch.Tensor, close: torch.Tensor) -> str:
+    """Where ``got`` first differs from ``want`` (``close`` is the elementwise verdict), and the largest difference.
+
+    ``"first mismatch at [0, 1, 2]: got 0.5, expected 0.25; largest difference 0.3 (at [1, 0, 0])"``
+    """
+    bad = (~close).nonzero()
+    if not len(bad):
+        return ""
+    first = bad[0].tolist()
+    diff = (got.to(torch.float64) - want.to(torch.float64)).abs()
+    nan = torch.isnan(diff)
+    diff = torch.where(nan, torch.full_like(diff, math.inf), diff)
+    worst = [int(i) for i in torch.unravel_index(diff.argmax(), diff.shape)] if diff.dim() else []
+    largest = "nan" if nan.any() else f"{diff.max().item():.3g}"
+    g, w = got[tuple(first)].item(), want[tuple(first)].item()
+    return (
+        f"first mismatch at {first}: got {g:.6g}, expected {w:.6g}; "
+        f"largest difference {largest} (at {worst}); {len(bad)} of {want.numel()} entries differ"
+    )
+
+
 def expect_close(got: Any, want: Any, what: str, tol: float = 1e-6) -> None:
     """A visible check on values: ``got`` has ``want``'s shape and a relative error of at most ``tol`` (CS231n's).
 
     The relative error is the largest ``|got - want| / max(|got| + |want|, 1e-8)`` over the entries; ``want``
-    is a stored expected result (a nested list) or a tensor from an independent computation.
+    is a stored expected result (a nested list) or a tensor from an independent computation. A failure names
+    ``what``, the first mismatching entry (got and expected there) and the largest difference.
     """
     if not isinstance(got, torch.Tensor):
         raise AssertionError(f"{what} must be a torch.Tensor, got {type(got).__name__}")
@@ -174,9 +218,98 @@ def expect_close(got: Any, want: Any, what: str, tol: float = 1e-6) -> None:
     if got.shape != want.shape:
         raise AssertionError(f"{what} has shape {tuple(got.shape)}, expected {tuple(want.shape)}")
     got = got.detach().to(torch.float64)
-    error = ((got - want).abs() / (got.abs() + want.abs()).clamp_min(1e-8)).max().item() if got.numel() else 0.0
+    if not got.numel():
+        return
+    errors = (got - want).abs() / (got.abs() + want.abs()).clamp_min(1e-8)
+    error = errors.max().item()
+    if torch.isnan(errors).any():
+        error = math.nan
     if not error <= tol:  # a NaN fails too
-        raise AssertionError(f"{what}: relative error {error:.2g}, more than the tolerance {tol:g}")
+        where = mismatch(got, want, errors <= tol)
+        raise AssertionError(f"{what}: relative error {error:.2g}, more than the tolerance {tol:g}; {where}")
+
+
+@contextlib.contextmanager
+def reference_parts(answer: Any, **references: Any) -> Iterator[None]:
+    """Check ``answer`` on its own: while the block runs, the earlier answers it builds on are the references.
+
+    ``answer`` is a function or class a learner wrote; ``references`` maps the names of earlier answers it may
+    call (``seq2img=vitlocal.lattice.seq2img``) to reference versions. Inside the block those names resolve to
+    the references in the namespace ``answer`` was defined in (the notebook's, or the learner's module);
+    afterwards every name is back as it was. So one mistake costs its own points: a wrong ``seq2img`` fails
+    seq2img's cells, not also every later cell whose answer calls it::
+
+        with reference_parts(locality_on_tokens, seq2img=lattice.seq2img, img2seq=lattice.img2seq):
+            out = locality_on_tokens(tokens, ffn, 3, 3)
+    """
+    missing = object()
+    saved = [
+        (ns, name, ns.get(name, missing))
+        for ns in _namespaces(answer)
+        for name in references
+        if ns.get(name, missing) is not answer  # the answer under check stays the learner's
+    ]
+    try:
+        for namespace, name, _ in saved:
+            namespace[name] = references[name]
+        yield
+    finally:
+        for namespace, name, value in reversed(saved):
+            if value is missing:
+                namespace.pop(name, None)
+            else:
+                namespace[name] = value
+
+
+_LIBRARIES = ("vitlocal", "torch", "einops", "builtins", "functools")
+
+
+def _namespaces(answer: Any) -> list[dict[str, Any]]:
+    """The global namespaces the code of ``answer`` (a function, a class, a partial) looks names up in."""
+    functions: list[Any] = []
+    if isinstance(answer, type):
+        for cls in answer.__mro__:
+            functions += [f for f in vars(cls).values() if hasattr(f, "__globals__")]
+            functions += [
+                getattr(f, "__func__", None) for f in vars(cls).values() if isinstance(f, (classmethod, staticmethod))
+            ]
+    else:
+        functions.append(getattr(answer, "func", answer))  # functools.partial
+    found: dict[int, dict[str, Any]] = {}
+    for function in functions:
+        namespace = getattr(function, "__globals__", None)
+        if namespace is not None and str(namespace.get("__name__", "")).split(".")[0] not in _LIBRARIES:
+            found[id(namespace)] = namespace
+    return list(found.values())
+
+
+_EINOPS = re.compile(
+    r'pattern "(?P<pattern>[^"]*)"\.\s*Input tensor shape: (?:torch\.Size\()?\[?(?P<shape>[^\]\)]*)\]?\)?\.'
+    r"(?:\s*Additional info: (?P<info>.*?)\.)?\s*(?P<reason>.*)$",
+    re.DOTALL,
+)
+
+
+def explain_error(error: BaseException | str, name: str = "") -> str:
+    """One line for an error: einops' shape errors with the pattern, the input's shape and the reason.
+
+    ``name`` (the type's name when ``error`` is a message) starts the line; an `einops.EinopsError` reads
+    ``EinopsError: the pattern "b (h w) c -> b c h w" does not fit an input of shape (1, 6, 2) with h=2, w=2:
+    Shape mismatch, 6 != 4``.
+    """
+    name = name or type(error).__name__
+    text = str(error)
+    found = _EINOPS.search(text) if "EinopsError" in name or "rearrange" in text or "reduce" in text else None
+    if found:
+        shape = ", ".join(size.strip() for size in found["shape"].split(",") if size.strip())
+        info = found["info"] or ""
+        sizes = ", ".join(f"{k}={v}" for k, v in re.findall(r"'(\w+)': (\d+)", info))
+        reason = " ".join(found["reason"].split())
+        return (
+            f'{name}: the pattern "{found["pattern"]}" does not fit an input of shape ({shape})'
+            f"{' with ' + sizes if sizes else ''}: {reason}"
+        )
+    return f"{name}: {_first_line(text)}".rstrip(": ")
 
 
 # ---------------------------------------------------------------- reading an assignment's source notebook
@@ -284,13 +417,28 @@ def run_source(source: str, namespace: dict[str, Any]) -> str | None:
     return None
 
 
-def _first_line(text: str, limit: int = 300) -> str:
+def _first_line(text: str, limit: int = 400) -> str:
     line = next((s for s in text.strip().splitlines() if s.strip()), "")
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def _describe(error: BaseException) -> str:
-    return f"{type(error).__name__}: {_first_line(str(error))}".rstrip(": ")
+    """One line for an error raised in a graded cell, naming the learner's function it came from where known."""
+    where = _learner_frame(error.__traceback__)
+    text = explain_error(error)
+    return f"{text} (raised in {where})" if where and not isinstance(error, AssertionError) else text
+
+
+def _learner_frame(tb: Any) -> str | None:
+    """The innermost function of the traceback that is not library code (the learner's function that broke)."""
+    name = None
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        module = str(tb.tb_frame.f_globals.get("__name__", "")).split(".")[0]
+        if module not in (*_LIBRARIES, "hypothesis", _PACKAGE) and code.co_name != "<module>":
+            name = getattr(code, "co_qualname", code.co_name)
+        tb = tb.tb_next
+    return name
 
 
 @contextlib.contextmanager
@@ -438,10 +586,18 @@ def _restore_graded_cells(learner_nb: Any, source_nb: Any) -> Any:
     return learner_nb
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_IPYTHON_FRAME = re.compile(r"Cell In\[\d+\], line \d+, in (\w+)\(")
+
+
 def _cell_failure(cell: Any) -> str | None:
     for output in cell.get("outputs", []):
         if output["output_type"] == "error":
-            return f"{output['ename']}: {_first_line(output['evalue'])}".rstrip(": ")
+            text = explain_error(output["evalue"], output["ename"])
+            frames = _IPYTHON_FRAME.findall(_ANSI.sub("", "\n".join(output.get("traceback", []))))
+            if frames and output["ename"] != "AssertionError":
+                text += f" (raised in {frames[-1]})"
+            return text
         if output["output_type"] == "stream" and output["name"] == "stderr" and output["text"].strip():
             return f"wrote to stderr (a graded cell must be silent): {_first_line(output['text'])}"
     return None
