@@ -11,6 +11,8 @@
   visible check (so only the hidden checks can catch them).
 * ``vitlocal check`` grades a module and a notebook and never prints hidden code; ``vitlocal.check.here()``
   grades the notebook it is called from, names the lecture section to re-read, and a warning costs nothing.
+* One mistake costs its own points: an answer that builds on earlier ones is checked with the reference
+  versions of those in place, so a learner who skipped (or got wrong) the earlier answers still earns its points.
 
 That the solutions run top to bottom in smoke mode is also proven by nbval (see the README's test command).
 """
@@ -281,12 +283,64 @@ def test_check_grades_a_module(tmp_path):
     report = check.run_check("01_lattice", bad)
     failed = {c.grade_id for c in report.cells if c.failure}
     lattice_cells = {"test_seq2img_shape", "test_seq2img_values", "test_img2seq_round_trip", "test_img2seq_values"}
-    assert failed == lattice_cells | {"test_locality_cls_passes", "test_locality_values"}, str(report)
-    assert report.points == 14 and "public checks passed" not in str(report)
+    assert failed == lattice_cells, str(report)  # locality_on_tokens, which calls them, keeps its points
+    assert report.points == 17 and "public checks passed" not in str(report)
     assert "seq2img(tokens (1, 6, 2), h=2, w=3): relative error 0.5, more than the tolerance 1e-06" in str(report)
+    assert "first mismatch at [0, 0, 0, 1]: got 4, expected 2; largest difference 4" in str(report), str(report)
     graded = check.graded_cells(_notebook("solutions", "01_lattice"))
     hidden = [line.strip() for _, cell in graded for line in check.split_hidden(cell.source)[1].splitlines()]
     assert not [line for line in hidden if line and line in str(report)], "the report shows hidden code"
+
+
+_STUB = 'raise NotImplementedError("replace this line with your answer")'
+# (assignment, earlier answers left as stubs, the graded cells of a later answer that builds on them)
+_CHAINS = [
+    (
+        "01_lattice",
+        {"seq2img": "f", "img2seq": "f", "split_cls": "f", "join_cls": "f"},
+        {"test_locality_cls_passes", "test_locality_values"},
+    ),
+    (
+        "02_im2col_shift",
+        {"shift": "f", "one_hot_kernels": "f"},
+        {
+            "test_shift_conv_centre",
+            "test_shift_conv_values",
+            "test_local_attention_shape",
+            "test_local_attention_k1",
+            "test_local_attention_values",
+        },
+    ),
+    (
+        "05_attnconv",
+        {"context_weights": "f"},
+        {"test_attn_conv_shape", "test_attn_conv_translation", "test_attn_conv_values"},
+    ),
+    (
+        "06_capstone",
+        {"LocalityFeedForward": "class"},
+        {"test_block_layers", "test_block_cls_skips_ffn", "test_block_values"},
+    ),
+    ("06_capstone", {"Block": "class"}, {"test_vit_shape", "test_vit_values"}),
+]
+
+
+@pytest.mark.parametrize(("topic", "stubs", "later"), _CHAINS, ids=[f"{t}-{'-'.join(s)}" for t, s, _ in _CHAINS])
+def test_one_mistake_costs_its_own_points(tmp_path, topic, stubs, later):
+    """Earlier answers left as stubs: the later answer that calls them still earns every point of its cells."""
+    source = _solution_module(topic)
+    for name, kind in stubs.items():
+        if kind == "class":
+            source += f"\n\nclass {name}(nn.Module):\n    def __init__(self, *args, **kwargs):\n        {_STUB}\n"
+        else:
+            source += f"\n\ndef {name}(*args, **kwargs):\n    {_STUB}\n"
+    module = tmp_path / f"{topic}.py"
+    module.write_text(source)
+    report = check.run_check(topic, module)
+    cells = {c.grade_id: c for c in report.cells}
+    assert later <= set(cells), sorted(cells)
+    assert not [c for c in later if cells[c].failure], str(report)
+    assert any(c.failure for c in report.cells), "the stubs themselves must still lose their points"
 
 
 def test_check_runs_a_notebook_and_the_command_line(tmp_path, capsys):

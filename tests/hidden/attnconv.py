@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from vitlocal import attnconv
 
-from ._common import SEEDS, double, expect_close, for_all, randn
+from ._common import DTYPES, LAYOUTS, SEEDS, call, double, expect_close, for_all, randn, reference_parts
 
 HEADS = st.integers(1, 2)
 HEAD_DIMS = st.sampled_from([2, 4])
@@ -17,62 +17,103 @@ KERNELS = st.sampled_from([3, 5])
 MAPS = st.integers(3, 7)
 
 
-def _attn_conv(heads, head_dim, k, seed):
-    return double(attnconv.AttnConv(4, heads, head_dim, k), seed).eval()
+def _attn_conv(heads, head_dim, k, seed, dtype=torch.float64):
+    return double(attnconv.AttnConv(4, heads, head_dim, k), seed).to(dtype).eval()
+
+
+def _case(b, h, w, dtype, layout="contiguous"):
+    layout = ", non-contiguous" if layout != "contiguous" else ""
+    return f"a {h}x{w} map, batch {b}, {str(dtype).removeprefix('torch.')}{layout}"
+
+
+def _context_weights(q, k, fc1, fc2, head_dim):
+    """The reference: attn_conv is checked with it in place of the learner's context_weights."""
+    return torch.tanh(fc2(F.silu(fc1(q * k))) * head_dim**-0.5)
 
 
 def check_context_weights(context_weights):
     """``A = tanh(FC(Swish(FC(Q * K))) * d^-0.5)``: the FCs first, then the scale, then tanh; no softmax."""
 
-    def prop(heads, head_dim, k, h, w, seed):
-        module = _attn_conv(heads, head_dim, k, seed)
-        x = randn(2, 4, h, w, seed=seed)
+    def prop(heads, head_dim, k, h, w, b, dtype, layout, seed):
+        module = _attn_conv(heads, head_dim, k, seed, dtype)
+        x = randn(b, 4, h, w, seed=seed, dtype=dtype)
         with torch.no_grad():
             q, key, _ = rearrange(module.dwconv(module.qkv(x)), "b (three c) h w -> three b c h w", three=3)
-            got = context_weights(q, key, module.context[0], module.context[2], head_dim)
-            expect_close(got, module.context_weights(x), f"context_weights with head width d={head_dim}")
+            q, key = (t.contiguous() if layout == "contiguous" else t for t in (q, key))  # the split's views
+            got = call(context_weights, "context_weights", q, key, module.context[0], module.context[2], head_dim)
+            case = _case(b, h, w, dtype, layout)
+            expect_close(got, module.context_weights(x), f"context_weights with head width d={head_dim} on {case}")
 
-    for_all(prop, heads=HEADS, head_dim=HEAD_DIMS, k=KERNELS, h=MAPS, w=MAPS, seed=SEEDS)
+    examples = (dict(heads=2, head_dim=2, k=3, h=3, w=4, b=1, dtype=torch.float32, layout="split", seed=0),)
+    for_all(
+        prop, examples, heads=HEADS, head_dim=HEAD_DIMS, k=KERNELS, h=MAPS, w=MAPS, b=st.integers(1, 2),
+        dtype=DTYPES, layout=st.sampled_from(["contiguous", "split"]), seed=SEEDS,
+    )  # fmt: skip
 
 
 def check_attn_conv(attn_conv):
-    """``A * V`` with ``[Q | K | V] = DW(X W_qkv)`` split in that order, V aggregated by its depthwise kernel."""
+    """``A * V`` with ``[Q | K | V] = DW(X W_qkv)`` split in that order, V aggregated by its depthwise kernel.
 
-    def prop(heads, head_dim, k, h, w, seed):
-        module = _attn_conv(heads, head_dim, k, seed)
-        x = randn(2, 4, h, w, seed=seed)
-        with torch.no_grad():
-            got = attn_conv(x, module.qkv, module.dwconv, module.context[0], module.context[2], head_dim)
-            expect_close(got, module(x), f"attn_conv with {heads} head(s) of width {head_dim}, kernel {k}")
+    Checked with the reference context_weights in place: a mistake there costs its own points.
+    """
 
-    for_all(prop, heads=HEADS, head_dim=HEAD_DIMS, k=KERNELS, h=MAPS, w=MAPS, seed=SEEDS)
+    def prop(heads, head_dim, k, h, w, b, dtype, layout, seed):
+        module = _attn_conv(heads, head_dim, k, seed, dtype)
+        x = randn(b, 4, h, w, seed=seed, dtype=dtype, layout=layout)
+        parts = (module.qkv, module.dwconv, module.context[0], module.context[2], head_dim)
+        with torch.no_grad(), reference_parts(attn_conv, context_weights=_context_weights):
+            got = call(attn_conv, "attn_conv", x, *parts)
+            case = f"{heads} head(s) of width {head_dim}, kernel {k}, on {_case(b, h, w, dtype, layout)}"
+            expect_close(got, module(x), f"attn_conv with {case}")
+
+    examples = (dict(heads=2, head_dim=2, k=3, h=3, w=5, b=1, dtype=torch.float32, layout="column-major", seed=0),)
+    for_all(
+        prop, examples, heads=HEADS, head_dim=HEAD_DIMS, k=KERNELS, h=MAPS, w=MAPS, b=st.integers(1, 2),
+        dtype=DTYPES, layout=LAYOUTS, seed=SEEDS,
+    )  # fmt: skip
 
 
 def check_pooled_global_attention(pooled_global_attention):
-    """Queries from every pixel, keys and values from the average-pooled map, softmax with scale ``d^-0.5``."""
+    """Queries from every pixel, keys and values from the average-pooled map, softmax with scale ``d^-0.5``; maps
+    square or not, batch 1, float32 and float64, any memory layout."""
 
-    def prop(heads, head_dim, window, cells, seed):
-        module = double(attnconv.PooledGlobalAttention(4, heads, head_dim, window), seed).eval()
-        x = randn(2, 4, window * cells[0], window * cells[1], seed=seed)
+    def prop(heads, head_dim, window, cells, b, dtype, layout, seed):
+        module = double(attnconv.PooledGlobalAttention(4, heads, head_dim, window), seed).to(dtype).eval()
+        h, w = window * cells[0], window * cells[1]
+        x = randn(b, 4, h, w, seed=seed, dtype=dtype, layout=layout)
         with torch.no_grad():
-            got = pooled_global_attention(x, module.q, module.kv, heads, window)
-            expect_close(got, module(x), f"pooled_global_attention with window {window} and {heads} head(s)")
+            got = call(pooled_global_attention, "pooled_global_attention", x, module.q, module.kv, heads, window)
+            case = f"window {window} and {heads} head(s) on {_case(b, h, w, dtype, layout)}"
+            expect_close(got, module(x), f"pooled_global_attention with {case}")
 
     cells = st.tuples(st.integers(1, 3), st.integers(1, 3))
-    for_all(prop, heads=HEADS, head_dim=HEAD_DIMS, window=st.sampled_from([1, 2, 4]), cells=cells, seed=SEEDS)
+    examples = (dict(heads=2, head_dim=2, window=2, cells=(1, 3), b=1, dtype=torch.float32, layout="column-major",
+                     seed=0),)  # fmt: skip
+    for_all(
+        prop, examples, heads=HEADS, head_dim=HEAD_DIMS, window=st.sampled_from([1, 2, 4]), cells=cells,
+        b=st.integers(1, 2), dtype=DTYPES, layout=LAYOUTS, seed=SEEDS,
+    )  # fmt: skip
 
 
 def check_clo_fusion(clo_fusion):
     """``proj(concat(local_1, ..., local_L, global))`` on the channel axis, the global branch last."""
 
-    def prop(split, seed):
+    def prop(split, b, h, w, seed):
         module = double(attnconv.CloAttention(8, sum(split), split, [3] * (len(split) - 1), 2), seed).eval()
-        x = randn(2, 8, 4, 4, seed=seed)
+        x = randn(b, 8, h, w, seed=seed)
         with torch.no_grad():
-            got = clo_fusion([local(x) for local in module.local], module.global_attn(x), module.proj)
-            expect_close(got, module(x), f"clo_fusion with head groups {split} (the last one global)")
+            parts = ([local(x) for local in module.local], module.global_attn(x), module.proj)
+            got = call(clo_fusion, "clo_fusion", *parts)
+            expect_close(
+                got,
+                module(x),
+                f"clo_fusion with head groups {split} (the last one global) on {_case(b, h, w, x.dtype)}",
+            )
 
-    for_all(prop, split=st.sampled_from([[1, 1], [3, 1], [1, 2, 1]]), seed=SEEDS)
+    examples = (dict(split=[1, 2, 1], b=1, h=2, w=4, seed=0),)
+    sides = st.sampled_from([2, 4])
+    for_all(prop, examples, split=st.sampled_from([[1, 1], [3, 1], [1, 2, 1]]), b=st.integers(1, 2), h=sides, w=sides,
+            seed=SEEDS)  # fmt: skip
 
 
 def _fails(test, implementation) -> bool:

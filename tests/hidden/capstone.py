@@ -10,58 +10,102 @@ from hypothesis import strategies as st
 from vitlocal import locality
 from vitlocal.models import vit
 
-from ._common import SEEDS, double, expect_close, for_all, load_reference_weights, randn
+from ._common import DTYPES, SEEDS, call, double, expect_close, for_all, load_reference_weights, randn, reference_parts
 
 RATIOS = st.sampled_from([1, 2, 4])
+MODES = st.booleans()  # training mode (BatchNorm normalises with the batch's statistics) or eval mode
+
+
+def _reference_ffn(dim, hidden_dim, kernel_size=3):
+    """vitlocal's FFN with the capstone's signature: Block is checked with it in place of the learner's."""
+    return locality.LocalityFeedForward(dim, expand_ratio=hidden_dim / dim, gate=None, kernel_size=kernel_size)
+
+
+def _reference_block(dim, num_heads, mlp_ratio=4.0, local=False):
+    """vitlocal's DeiT / LocalViT block with the capstone's signature: TinyViT is checked with it in place."""
+    if local:
+        return locality.LocalViTBlock(dim, num_heads, mlp_ratio, gate=None)
+    return vit.Block(dim, num_heads, mlp_ratio)
+
+
+EARLIER = dict(LocalityFeedForward=_reference_ffn, Block=_reference_block)
+
+
+def _mode(train):
+    return "training" if train else "eval"
 
 
 def check_locality_feed_forward(LocalityFeedForward):
-    """``x + BN(1x1(hswish(BN(DW(hswish(BN(1x1(x))))))))`` with the official layer names, in train and eval mode."""
+    """``x + BN(1x1(hswish(BN(DW(hswish(BN(1x1(x))))))))`` with the official layer names, in training and eval
+    mode, batch 1, float32 and float64, on a non-square map."""
 
-    def prop(dim, ratio, k, train, seed):
+    def prop(dim, ratio, k, train, b, dtype, seed):
         reference = double(locality.LocalityFeedForward(dim, expand_ratio=ratio, gate=None, kernel_size=k), seed)
-        ours = LocalityFeedForward(dim, dim * ratio, k).double()
-        load_reference_weights(ours, reference, f"LocalityFeedForward({dim}, {dim * ratio}, {k})")
-        x = randn(2, dim, 5, 4, seed=seed)
+        what = f"LocalityFeedForward({dim}, {dim * ratio}, {k})"
+        ours = call(LocalityFeedForward, "LocalityFeedForward", dim, dim * ratio, k).to(dtype)
+        load_reference_weights(ours, reference.to(dtype), what)
+        x = randn(b, dim, 5, 4, seed=seed, dtype=dtype)
         with torch.no_grad():
             want = reference.train(train)(x)
-            expect_close(ours.train(train)(x), want, f"LocalityFeedForward in {'train' if train else 'eval'} mode")
+            got = call(ours.train(train), what, x)
+            expect_close(got, want, f"{what} in {_mode(train)} mode on a 5x4 map, batch {b}, {str(dtype)[6:]}")
 
-    for_all(prop, dim=st.sampled_from([2, 4]), ratio=RATIOS, k=st.sampled_from([1, 3]), train=st.booleans(), seed=SEEDS)
+    examples = (dict(dim=2, ratio=2, k=3, train=True, b=1, dtype=torch.float32, seed=0),)
+    for_all(prop, examples, dim=st.sampled_from([2, 4]), ratio=RATIOS, k=st.sampled_from([1, 3]), train=MODES,
+            b=st.integers(1, 2), dtype=DTYPES, seed=SEEDS)  # fmt: skip
 
 
 def check_block(Block):
-    """A DeiT block (``local=False``) or a LocalViT block (``local=True``): no norm2, the class token skips the FFN."""
+    """A DeiT block (``local=False``) or a LocalViT block (``local=True``): no norm2, the class token skips the FFN;
+    training and eval mode, batch 1, float32 and float64.
 
-    def prop(local, heads, ratio, side, seed):
-        dim = 4
+    Checked with the reference LocalityFeedForward in place: a mistake there costs its own points.
+    """
+
+    def prop(local, heads, ratio, side, train, b, dtype, seed):
+        dim, side = 4, max(side, 2) if train else side  # BatchNorm in training needs more than one value
         kind = locality.LocalViTBlock(dim, heads, ratio, gate=None) if local else vit.Block(dim, heads, ratio)
-        reference = double(kind, seed).eval()
-        ours = Block(dim, heads, ratio, local).double().eval()
-        load_reference_weights(ours, reference, f"Block(local={local})")
-        x = randn(2, 1 + side * side, dim, seed=seed)
-        with torch.no_grad():
-            expect_close(ours(x), reference(x), f"Block(local={local}) on a {side}x{side} grid")
+        reference = double(kind, seed).to(dtype).train(train)
+        what = f"Block({dim}, {heads}, {ratio}, local={local})"
+        with reference_parts(Block, **EARLIER):
+            ours = call(Block, "Block", dim, heads, ratio, local).to(dtype).train(train)
+        load_reference_weights(ours, reference, what)
+        x = randn(b, 1 + side * side, dim, seed=seed, dtype=dtype)
+        with torch.no_grad(), reference_parts(Block, **EARLIER):
+            got = call(ours, what, x)
+            case = f"a {side}x{side} grid, batch {b}, {_mode(train)} mode, {str(dtype)[6:]}"
+            expect_close(got, reference(x), f"{what} on {case}")
 
-    for_all(prop, local=st.booleans(), heads=st.sampled_from([1, 2]), ratio=RATIOS, side=st.integers(1, 4), seed=SEEDS)
+    examples = (dict(local=True, heads=2, ratio=2, side=3, train=True, b=1, dtype=torch.float32, seed=0),)
+    for_all(prop, examples, local=st.booleans(), heads=st.sampled_from([1, 2]), ratio=RATIOS, side=st.integers(1, 4),
+            train=MODES, b=st.integers(1, 2), dtype=DTYPES, seed=SEEDS)  # fmt: skip
 
 
 def check_tiny_vit(TinyViT):
-    """The whole model equals the reference DeiT / LocalViT of the same configuration, logits for logits."""
+    """The whole model equals the reference DeiT / LocalViT of the same configuration, logits for logits; batch 1
+    and 2, training and eval mode.
 
-    def prop(local, depth, patch, seed):
+    Checked with the reference Block and LocalityFeedForward in place: a mistake there costs its own points.
+    """
+
+    def prop(local, depth, patch, train, b, seed):
         config = vit.ViTConfig(
             num_classes=3, img_size=8, patch_size=patch, embed_dim=4, depth=depth, num_heads=2, drop_path_rate=0.0,
             locality_layers="all" if local else "none", gate=None,
         )  # fmt: skip
-        reference = double(vit.VisionTransformer(config), seed).eval()
-        ours = TinyViT(8, patch, 3, 4, depth, 2, local).double().eval()
-        load_reference_weights(ours, reference, f"TinyViT(local={local})")
-        images = randn(2, 3, 8, 8, seed=seed)
-        with torch.no_grad():
-            expect_close(ours(images), reference(images), f"the logits of TinyViT(local={local}, depth={depth})")
+        reference = double(vit.VisionTransformer(config), seed).train(train)
+        what = f"TinyViT(8, {patch}, 3, 4, {depth}, 2, local={local})"
+        with reference_parts(TinyViT, **EARLIER):
+            ours = call(TinyViT, "TinyViT", 8, patch, 3, 4, depth, 2, local).double().train(train)
+        load_reference_weights(ours, reference, what)
+        images = randn(b, 3, 8, 8, seed=seed)
+        with torch.no_grad(), reference_parts(TinyViT, **EARLIER):
+            got = call(ours, what, images)
+            expect_close(got, reference(images), f"the logits of {what}, batch {b}, {_mode(train)} mode")
 
-    for_all(prop, local=st.booleans(), depth=st.integers(1, 2), patch=st.sampled_from([2, 4]), seed=SEEDS)
+    examples = (dict(local=True, depth=1, patch=4, train=False, b=2, seed=0),)
+    for_all(prop, examples, local=st.booleans(), depth=st.integers(1, 2), patch=st.sampled_from([2, 4]), train=MODES,
+            b=st.integers(1, 2), seed=SEEDS)  # fmt: skip
 
 
 def check_extra_params(extra_params):

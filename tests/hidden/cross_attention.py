@@ -9,7 +9,7 @@ from torch import nn
 
 from vitlocal import fusion
 
-from ._common import SEEDS, double, expect_close, for_all, load_reference_weights, randn
+from ._common import DTYPES, LAYOUTS, SEEDS, call, double, expect_close, for_all, load_reference_weights, randn
 
 WIDTHS = st.sampled_from([4, 6, 8])
 TOKENS = st.integers(1, 6)
@@ -17,72 +17,94 @@ PAIRS = st.sampled_from([(4, 8), (8, 4), (6, 6)])
 
 
 def _learner_copy(learner: nn.Module, reference: nn.Module, what: str) -> nn.Module:
-    """The learner's module in float64 holding the reference's weights, both in eval mode."""
-    learner = learner.double().eval()
+    """The learner's module in the reference's dtype holding the reference's weights, both in eval mode."""
+    dtype = next(reference.parameters()).dtype
+    learner = learner.to(dtype).eval()
     load_reference_weights(learner, reference.eval(), what)
     return learner
 
 
+def _case(b, n, dtype, layout):
+    layout = ", non-contiguous" if layout != "contiguous" else ""
+    return f"batch {b} of {n} tokens, {str(dtype).removeprefix('torch.')}{layout}"
+
+
 def check_projection(Projection):
-    """``LN -> GELU -> Linear`` with the official eps 1e-6, also when ``in_dim == out_dim``."""
+    """``LN -> GELU -> Linear`` with the official eps 1e-6, also when ``in_dim == out_dim``; any batch and dtype."""
 
-    def prop(c_in, c_out, seed):
-        reference = double(fusion.Projection(c_in, c_out), seed)
-        ours = _learner_copy(Projection(c_in, c_out), reference, f"Projection({c_in}, {c_out})")
-        x = randn(2, 3, c_in, seed=seed)
+    def prop(c_in, c_out, b, dtype, layout, seed):
+        reference = double(fusion.Projection(c_in, c_out), seed).to(dtype)
+        what = f"Projection({c_in}, {c_out})"
+        ours = _learner_copy(call(Projection, "Projection", c_in, c_out), reference, what)
+        x = randn(b, 3, c_in, seed=seed, dtype=dtype, layout=layout)
         with torch.no_grad():
-            expect_close(ours(x), reference(x), f"Projection({c_in}, {c_out})")
+            expect_close(call(ours, what, x), reference(x), f"{what} on {_case(b, 3, dtype, layout)}")
 
-    for_all(prop, c_in=WIDTHS, c_out=WIDTHS, seed=SEEDS)
+    examples = (dict(c_in=4, c_out=6, b=1, dtype=torch.float32, layout="column-major", seed=0),)
+    for_all(prop, examples, c_in=WIDTHS, c_out=WIDTHS, b=st.integers(1, 2), dtype=DTYPES, layout=LAYOUTS, seed=SEEDS)
 
 
 def check_cross_attention(CrossAttention):
-    """The class token alone queries keys and values of every token (itself included), per head, scale ``d^-0.5``."""
+    """The class token alone queries keys and values of every token (itself included), per head, scale ``d^-0.5``;
+    ``qkv_bias`` on and off, batch 1, float32 and float64, any memory layout."""
 
-    def prop(dim, heads, n, seed):
-        reference = double(fusion.CrossAttention(dim, heads), seed)
-        ours = _learner_copy(CrossAttention(dim, heads), reference, f"CrossAttention({dim}, {heads})")
-        x = randn(2, n, dim, seed=seed)
+    def prop(dim, heads, n, qkv_bias, b, dtype, layout, seed):
+        reference = double(fusion.CrossAttention(dim, heads, qkv_bias=qkv_bias), seed).to(dtype)
+        what = f"CrossAttention({dim}, num_heads={heads}, qkv_bias={qkv_bias})"
+        ours = _learner_copy(call(CrossAttention, "CrossAttention", dim, heads, qkv_bias=qkv_bias), reference, what)
+        x = randn(b, n, dim, seed=seed, dtype=dtype, layout=layout)
         with torch.no_grad():
-            expect_close(ours(x), reference(x), f"CrossAttention({dim}, num_heads={heads}) on {n} tokens")
+            expect_close(call(ours, what, x), reference(x), f"{what} on {_case(b, n, dtype, layout)}")
 
-    for_all(prop, dim=st.sampled_from([4, 8]), heads=st.sampled_from([1, 2, 4]), n=st.integers(1, 6), seed=SEEDS)
+    examples = (
+        dict(dim=8, heads=2, n=3, qkv_bias=False, b=2, dtype=torch.float64, layout="contiguous", seed=0),
+        dict(dim=4, heads=2, n=4, qkv_bias=True, b=1, dtype=torch.float32, layout="column-major", seed=1),
+    )
+    for_all(
+        prop, examples, dim=st.sampled_from([4, 8]), heads=st.sampled_from([1, 2, 4]), n=st.integers(1, 6),
+        qkv_bias=st.booleans(), b=st.integers(1, 2), dtype=DTYPES, layout=LAYOUTS, seed=SEEDS,
+    )  # fmt: skip
 
 
-def _branches(dims, n, seed):
-    return [randn(2, 1 + n[i], dims[i], seed=seed + i) for i in range(2)]
+def _branches(dims, n, seed, b=2, layout="contiguous"):
+    return [randn(b, 1 + n[i], dims[i], seed=seed + i, layout=layout) for i in range(2)]
 
 
 def check_fuse_branch(fuse_branch):
     """Branch i's fused tokens, with CrossViT's own f, LN, cross-attention and g, for both branches."""
 
-    def prop(dims, n, seed):
+    def prop(dims, n, b, layout, seed):
         scheme = double(fusion.CrossAttentionFusion(dims, num_heads=2), seed).eval()
-        xs = _branches(dims, n, seed)
+        xs = _branches(dims, n, seed, b, layout)
         with torch.no_grad():
             want = scheme(xs)
             for i in range(2):
                 block = scheme.blocks[i][0]
-                got = fuse_branch(xs[i], xs[1 - i], scheme.f[i], block.norm, block.attn, scheme.g[i])
-                expect_close(got, want[i], f"fuse_branch for branch {i} (widths {dims})")
+                parts = (xs[i], xs[1 - i], scheme.f[i], block.norm, block.attn, scheme.g[i])
+                got = call(fuse_branch, "fuse_branch", *parts)
+                case = f"widths {dims}, batch {b}{', non-contiguous' if layout != 'contiguous' else ''}"
+                expect_close(got, want[i], f"fuse_branch for branch {i} ({case})")
 
-    for_all(prop, dims=PAIRS, n=st.tuples(TOKENS, TOKENS), seed=SEEDS)
+    examples = (dict(dims=(4, 8), n=(2, 3), b=2, layout="column-major", seed=0),)
+    for_all(prop, examples, dims=PAIRS, n=st.tuples(TOKENS, TOKENS), b=st.integers(1, 2), layout=LAYOUTS, seed=SEEDS)
 
 
 def check_class_token_fusion(class_token_fusion):
     """``s = f_0(cls_0) + f_1(cls_1)`` and ``out_i = [g_i(s) || P_i]``, projecting to and from a common width."""
 
-    def prop(dims, n, seed):
+    def prop(dims, n, b, layout, seed):
         scheme = double(fusion.ClassTokenFusion(dims), seed).eval()
-        xs = _branches(dims, n, seed)
+        xs = _branches(dims, n, seed, b, layout)
         with torch.no_grad():
-            want, got = scheme(xs), class_token_fusion(xs, scheme.f, scheme.g)
+            want, got = scheme(xs), call(class_token_fusion, "class_token_fusion", xs, scheme.f, scheme.g)
         if not isinstance(got, (list, tuple)) or len(got) != 2:
             raise AssertionError("class_token_fusion must return a list [out_0, out_1]")
         for i in range(2):
-            expect_close(got[i], want[i], f"branch {i} of class_token_fusion (widths {dims})")
+            case = f"widths {dims}, batch {b}{', non-contiguous' if layout != 'contiguous' else ''}"
+            expect_close(got[i], want[i], f"branch {i} of class_token_fusion ({case})")
 
-    for_all(prop, dims=PAIRS, n=st.tuples(TOKENS, TOKENS), seed=SEEDS)
+    examples = (dict(dims=(4, 8), n=(2, 3), b=2, layout="column-major", seed=0),)
+    for_all(prop, examples, dims=PAIRS, n=st.tuples(TOKENS, TOKENS), b=st.integers(1, 2), layout=LAYOUTS, seed=SEEDS)
 
 
 def _fails(test, implementation) -> bool:

@@ -9,24 +9,41 @@ from hypothesis import strategies as st
 
 from vitlocal import slide
 
-from ._common import SEEDS, SIDES, double, expect_close, for_all, randn
+from ._common import DTYPES, LAYOUTS, SEEDS, SIDES, call, double, expect_close, for_all, randn, reference_parts
 
 KERNELS = st.sampled_from([1, 3, 5])
 NEIGHBOURS = (
     "; neighbour j = u k + v (row-major over the window) is the pixel at offset (u - k//2, v - k//2), "
     "and zero outside the map"
 )
+# Gathering neighbours moves values (a one-hot conv multiplies by 1 and adds zeros): exact in bfloat16 too.
+ANY_DTYPE = st.sampled_from([torch.float64, torch.float32, torch.bfloat16])
+# Batch 1, non-square maps, a transposed (non-contiguous) input, each dtype: checked first, every time.
+SPECIAL = (
+    dict(b=1, c=2, h=2, w=3, k=3, dtype=torch.float64, layout="column-major", seed=0),
+    dict(b=2, c=3, h=3, w=2, k=3, dtype=torch.float32, layout="contiguous", seed=1),
+    dict(b=1, c=1, h=4, w=3, k=5, dtype=torch.bfloat16, layout="column-major", seed=2),
+)
+
+
+def _case(b, h, w, dtype, layout):
+    layout = ", non-contiguous" if layout != "contiguous" else ""
+    return f"a {h}x{w} map, batch {b}, {str(dtype).removeprefix('torch.')}{layout}"
 
 
 def _check_neighbourhoods(view, name):
     """``view(x, k)`` is every pixel's zero-padded ``k x k`` neighbourhood ``(B, C, k*k, H, W)``, as torch's unfold."""
 
-    def prop(c, h, w, k, seed):
-        x = randn(2, c, h, w, seed=seed)
-        want = F.unfold(x, k, padding=k // 2).view(2, c, k * k, h, w)  # Im2Col, the torch built-in
-        expect_close(view(x, k), want, f"{name}(x, {k}) on a {h}x{w} map", NEIGHBOURS)
+    def prop(b, c, h, w, k, dtype, layout, seed):
+        x = randn(b, c, h, w, seed=seed, dtype=dtype, layout=layout)
+        want = F.unfold(x, k, padding=k // 2).view(b, c, k * k, h, w)  # Im2Col, the torch built-in
+        got = call(view, name, x, k)
+        expect_close(got, want, f"{name}(x, {k}) on {_case(b, h, w, dtype, layout)}", NEIGHBOURS)
 
-    for_all(prop, c=st.integers(1, 3), h=SIDES, w=SIDES, k=KERNELS, seed=SEEDS)
+    for_all(
+        prop, SPECIAL, b=st.integers(1, 2), c=st.integers(1, 3), h=SIDES, w=SIDES, k=KERNELS, dtype=ANY_DTYPE,
+        layout=LAYOUTS, seed=SEEDS,
+    )  # fmt: skip
 
 
 def check_im2col(im2col):
@@ -38,7 +55,9 @@ def check_shift(shift):
 
 
 def check_shift_conv(shift_conv):
-    _check_neighbourhoods(shift_conv, "shift_conv")
+    """Checked with the reference one_hot_kernels in place: a mistake there costs its own points."""
+    with reference_parts(shift_conv, one_hot_kernels=slide.one_hot_kernels):
+        _check_neighbourhoods(shift_conv, "shift_conv")
 
 
 def check_one_hot_kernels(one_hot_kernels):
@@ -53,37 +72,60 @@ def check_one_hot_kernels(one_hot_kernels):
 
 
 def check_merge(merge):
-    """The merged conv computes ``onehot(x) + deform(x)`` and leaves both convs unchanged."""
+    """The merged conv computes ``onehot(x) + deform(x)`` and leaves both convs unchanged; biases on or off, a
+    missing bias counting as zero; float32 and float64."""
 
-    def prop(c, k, h, w, seed):
-        paths = double(slide.DeformedShift(c, k), seed)
-        paths.onehot.weight.copy_(slide.one_hot_kernels(k, torch.float64).repeat(c, 1, 1, 1))
+    def prop(c, k, h, w, biases, dtype, seed):
+        paths = double(slide.DeformedShift(c, k), seed).to(dtype)
+        paths.onehot.weight.copy_(slide.one_hot_kernels(k, dtype).repeat(c, 1, 1, 1))
+        for conv, bias in zip((paths.onehot, paths.deform), biases, strict=True):
+            conv.bias = conv.bias if bias else None
         before = {name: t.clone() for name, t in paths.state_dict().items()}
-        x = randn(2, c, h, w, seed=seed)
+        x = randn(2, c, h, w, seed=seed, dtype=dtype)
+        what = f"merge(onehot, deform) for {c} channels, k={k}, biases {biases}, {str(dtype).removeprefix('torch.')}"
         with torch.no_grad():
-            merged = merge(paths.onehot, paths.deform)
-            expect_close(merged(x), paths(x), f"merge(onehot, deform) for {c} channels, k={k}")
+            merged = call(merge, "merge", paths.onehot, paths.deform)
+            want = paths.onehot(x) + paths.deform(x)
+            expect_close(call(merged, f"the conv of {what}", x), want, what)
         for name, value in paths.state_dict().items():
             if not torch.equal(value, before[name]):
                 raise AssertionError(f"merge changed its input {name}; build a new conv instead")
 
-    for_all(prop, c=st.integers(1, 3), k=KERNELS, h=SIDES, w=SIDES, seed=SEEDS)
+    examples = (
+        dict(c=2, k=3, h=2, w=3, biases=(False, True), dtype=torch.float64, seed=0),
+        dict(c=1, k=3, h=3, w=2, biases=(False, False), dtype=torch.float32, seed=1),
+        dict(c=2, k=1, h=1, w=2, biases=(True, False), dtype=torch.float64, seed=2),
+    )
+    biases = st.tuples(st.booleans(), st.booleans())
+    for_all(prop, examples, c=st.integers(1, 3), k=KERNELS, h=SIDES, w=SIDES, biases=biases, dtype=DTYPES, seed=SEEDS)
 
 
 def check_local_attention(local_attention):
-    """Softmax over each query's zero-padded ``k x k`` neighbours (padded keys take part), no scale: a naive loop."""
+    """Softmax over each query's zero-padded ``k x k`` neighbours (padded keys take part), no scale: a naive loop.
 
-    def prop(heads, d, h, w, k, seed):
-        q, key, v = (randn(2, heads, d, h, w, seed=seed + i) for i in range(3))
+    Checked with the reference shift in place: a mistake there costs its own points.
+    """
+
+    def prop(b, heads, d, h, w, k, dtype, layout, seed):
+        q, key, v = (randn(b, heads, d, h, w, seed=seed + i, dtype=dtype, layout=layout) for i in range(3))
         want = slide.local_attention_reference(q, key, v, k)
+        with reference_parts(local_attention, shift=slide.shift):
+            got = call(local_attention, "local_attention", q, key, v, k)
         expect_close(
-            local_attention(q, key, v, k),
+            got,
             want,
-            f"local_attention on a {h}x{w} map with k={k}",
+            f"local_attention(q, k, v, {k}) with {heads} head(s) of width {d} on {_case(b, h, w, dtype, layout)}",
             "; every query attends over all k*k neighbours, zero-padded ones included, without a scale",
         )
 
-    for_all(prop, heads=st.integers(1, 2), d=st.integers(1, 3), h=SIDES, w=SIDES, k=KERNELS, seed=SEEDS)
+    examples = (
+        dict(b=1, heads=2, d=2, h=2, w=3, k=3, dtype=torch.float64, layout="column-major", seed=0),
+        dict(b=2, heads=1, d=3, h=3, w=1, k=3, dtype=torch.float32, layout="contiguous", seed=1),
+    )
+    for_all(
+        prop, examples, b=st.integers(1, 2), heads=st.integers(1, 2), d=st.integers(1, 3), h=SIDES, w=SIDES,
+        k=KERNELS, dtype=DTYPES, layout=LAYOUTS, seed=SEEDS,
+    )  # fmt: skip
 
 
 def _fails(test, implementation) -> bool:

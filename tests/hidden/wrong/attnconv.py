@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -194,3 +196,16 @@ def window_of_the_paper():
         return 8
 
     return {"choose_window": choose_window}
+
+
+# ---------------------------------------------------------------- what a correct answer handles by construction
+@wrong(subtle=False)
+def global_square_map():
+    """The output laid back on a ``sqrt(HW) x sqrt(HW)`` map, as if every map were square."""
+
+    def pooled_global_attention(x, q_proj, kv_proj, num_heads, window):
+        out = _global(x, q_proj, kv_proj, num_heads, window)
+        side = math.isqrt(x.shape[-2] * x.shape[-1])
+        return rearrange(out, "b c h w -> b c (h w)").unflatten(-1, (side, -1))
+
+    return {"pooled_global_attention": pooled_global_attention}

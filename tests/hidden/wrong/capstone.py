@@ -248,3 +248,35 @@ def config_changed_after_the_run():
         img_size=32, patch_size=4, dim=96, depth=4, num_heads=4, steps=600, batch=64, lr=2e-3, train_images=8000
     )
     return {"my_config": lambda: config}
+
+
+# ---------------------------------------------------------------- what a correct answer handles by construction
+@wrong(subtle=True)
+def class_token_not_expanded():
+    """``torch.cat([self.cls_token, x], dim=1)`` without expanding the class token over the batch: right for one
+    image, an error for two."""
+
+    class TinyViT(_TinyViT):
+        def forward(self, images):
+            x = self.patch_embed(images)
+            x = torch.cat([self.cls_token, x], dim=1) + self.pos_embed
+            for block in self.blocks:
+                x = block(x)
+            return self.head(self.norm(x)[:, 0])
+
+    return {"TinyViT": TinyViT}
+
+
+@wrong(subtle=False)
+def ffn_with_dropout():
+    """A dropout after the FFN's activations ("an FFN has dropout"): eval mode is right, training mode is not."""
+
+    class LocalityFeedForward(_LocalityFeedForward):
+        def __init__(self, dim, hidden_dim, kernel_size=3):
+            super().__init__(dim, hidden_dim, kernel_size)
+            self.drop = nn.Dropout(0.1)
+
+        def forward(self, x):
+            return x + self.drop(self.conv(x))
+
+    return {"LocalityFeedForward": LocalityFeedForward}

@@ -190,3 +190,44 @@ def stride_largest():
         return 8
 
     return {"choose_stride_kv": choose_stride_kv}
+
+
+# ---------------------------------------------------------------- what a correct answer handles by construction
+@wrong(subtle=True)
+def projection_image_by_image():
+    """Each image's map projected on its own (a loop over the batch): right in eval mode, but in training mode
+    every BatchNorm then normalises with one image's statistics instead of the batch's."""
+
+    def conv_projection(x, h, w, proj_q, proj_k, proj_v, with_cls_token):
+        images = [_conv_projection(x[i : i + 1], h, w, (proj_q, proj_k, proj_v), with_cls_token) for i in range(len(x))]
+        return tuple(torch.cat(parts, dim=0) for parts in zip(*images, strict=True))
+
+    return {"conv_projection": conv_projection}
+
+
+@wrong(subtle=True)
+def linear_maps_by_hand():
+    """The q/k/v maps written out as ``t @ W.T + b``: right with biases, an error for a layer made with
+    qkv_bias=False (its Linear layers have no bias)."""
+
+    def conv_attention(x_q, x_k, x_v, proj_q, proj_k, proj_v, proj, num_heads):
+        q, k, v = (
+            rearrange(t @ lin.weight.T + lin.bias, "b t (heads d) -> b heads t d", heads=num_heads)
+            for lin, t in ((proj_q, x_q), (proj_k, x_k), (proj_v, x_v))
+        )
+        out = F.scaled_dot_product_attention(q, k, v, scale=(q.shape[1] * q.shape[-1]) ** -0.5)
+        return proj(rearrange(out, "b heads t d -> b t (heads d)"))
+
+    return {"conv_attention": conv_attention}
+
+
+@wrong(subtle=True)
+def embedding_normalised_in_float32():
+    """The LayerNorm applied in float32 (``y.float()``, "for stability"): float64 maps come back as float32."""
+
+    def conv_token_embedding(x, proj, norm):
+        y = rearrange(proj(x), "b c h w -> b h w c").float()
+        return rearrange(F.layer_norm(y, norm.normalized_shape, norm.weight.float(), norm.bias.float(), norm.eps),
+                         "b h w c -> b c h w")  # fmt: skip
+
+    return {"conv_token_embedding": conv_token_embedding}

@@ -233,3 +233,30 @@ def fusion_tie_to_pairwise():
         return max(fits, key=top1.get)
 
     return {"choose_fusion": choose_fusion}
+
+
+# ---------------------------------------------------------------- what a correct answer handles by construction
+@wrong(subtle=True)
+def qkv_bias_ignored():
+    """``nn.Linear(dim, dim)`` for wq, wk, wv whatever ``qkv_bias`` says: CrossAttention(..., qkv_bias=False) has
+    biases it must not have."""
+
+    class CrossAttention(fusion.CrossAttention):
+        def __init__(self, dim, num_heads, qkv_bias=True):
+            super().__init__(dim, num_heads, qkv_bias=True)
+
+    return {"CrossAttention": CrossAttention}
+
+
+@wrong(subtle=False)
+def class_token_squeezed():
+    """The class token's axis dropped with ``.squeeze()`` and put back with ``unsqueeze(1)``: with batch 1 the
+    batch axis goes too, and the tokens no longer line up."""
+
+    def fuse_branch(x_i, x_j, f, norm, attn, g):
+        cls = f(x_i[:, :1]).squeeze()  # (B, C_j), meant to drop the token axis
+        z = torch.cat([cls.unsqueeze(1), x_j[:, 1:]], dim=1)
+        y = cls + attn(norm(z)).squeeze()
+        return torch.cat([g(y).unsqueeze(1), x_i[:, 1:]], dim=1)
+
+    return {"fuse_branch": fuse_branch}

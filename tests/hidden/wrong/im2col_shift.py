@@ -250,3 +250,73 @@ def neighbourhood_always_seven():
         return 7
 
     return {"choose_neighbourhood": choose_neighbourhood}
+
+
+# ---------------------------------------------------------------- what a correct answer handles by construction
+@wrong(subtle=False)
+def im2col_width_for_height():
+    """The map's sides both read from its width, ``h = w = x.shape[-1]``: a square map only."""
+
+    def im2col(x, kernel_size):
+        side = x.shape[-1]
+        columns = F.unfold(x, kernel_size, padding=kernel_size // 2)
+        return rearrange(columns, "b (c j) (h w) -> b c j h w", j=kernel_size**2, h=side, w=side)
+
+    return {"im2col": im2col}
+
+
+@wrong(subtle=True)
+def shift_with_view():
+    """Channels folded into the batch with ``x.view(b * c, 1, h, w)``: an error on a transposed (non-contiguous) map."""
+
+    def shift(x, kernel_size):
+        b, c, h, w = x.shape
+        window = [(u, v) for u in range(kernel_size) for v in range(kernel_size)]
+        copies = _copies(x.view(b * c, 1, h, w), kernel_size, window)
+        return copies.view(b, c, kernel_size**2, h, w)
+
+    return {"shift": shift}
+
+
+@wrong(subtle=False)
+def shift_conv_in_float32():
+    """The map cast to float32 for the conv (``x.float()``), so float64 maps come back as float32."""
+
+    def shift_conv(x, kernel_size):
+        c = x.shape[1]
+        weight = repeat(slide.one_hot_kernels(kernel_size), "i 1 u v -> (c i) 1 u v", c=c)
+        y = F.conv2d(x.float(), weight, padding=kernel_size // 2, groups=c)
+        return rearrange(y, "b (c j) h w -> b c j h w", j=kernel_size**2)
+
+    return {"shift_conv": shift_conv}
+
+
+@wrong(subtle=True)
+def merge_assumes_biases():
+    """``onehot.bias + deform.bias``: right when both convs have a bias, an error when one was made with bias=False."""
+
+    def merge(onehot, deform):
+        settings = dict(stride=onehot.stride, padding=onehot.padding, groups=onehot.groups, dtype=onehot.weight.dtype)
+        merged = nn.Conv2d(onehot.in_channels, onehot.out_channels, onehot.kernel_size, **settings)
+        with torch.no_grad():
+            merged.weight.copy_(onehot.weight + deform.weight)
+            merged.bias.copy_(onehot.bias + deform.bias)
+        return merged
+
+    return {"merge": merge}
+
+
+@wrong(subtle=True)
+def local_attention_with_view():
+    """Heads folded into the batch with ``.view``: an error on transposed (non-contiguous) queries, keys, values."""
+
+    def local_attention(q, k, v, kernel_size):
+        b, n, d, h, w = q.shape
+
+        def neighbourhoods(t):
+            return slide.shift(t.view(b * n, d, h, w), kernel_size).view(b, n, d, kernel_size**2, h, w)
+
+        scores = einsum(q, neighbourhoods(k), "b n d h w, b n d j h w -> b n j h w")
+        return einsum(scores.softmax(dim=2), neighbourhoods(v), "b n j h w, b n d j h w -> b n d h w")
+
+    return {"local_attention": local_attention}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from einops import rearrange
 from torch import nn
@@ -200,3 +202,80 @@ def reach_of_one_block():
         return 3, 9 / 384, 3
 
     return {"choose_kernel": choose_kernel}
+
+
+# ---------------------------------------------------------------- what a correct answer handles by construction
+@wrong(subtle=True)
+def img2seq_with_view():
+    """``x.view(b, c, h * w)``: right on a contiguous map, an error on a transposed (non-contiguous) one."""
+
+    def img2seq(x):
+        b, c, h, w = x.shape
+        return x.view(b, c, h * w).transpose(1, 2)
+
+    return {"img2seq": img2seq}
+
+
+@wrong(subtle=False)
+def seq2img_float32():
+    """The map built in a fresh ``torch.zeros`` (float32 by default): float64 tokens come back as float32."""
+
+    def seq2img(tokens, h, w):
+        out = torch.zeros(tokens.shape[0], tokens.shape[2], h, w)
+        out[:] = rearrange(tokens, "b (h w) c -> b c h w", h=h, w=w)
+        return out
+
+    return {"seq2img": seq2img}
+
+
+@wrong(subtle=False)
+def seq2img_square_grid():
+    """The grid's side taken as ``sqrt(N)``, ignoring ``h`` and ``w``: a square grid only."""
+
+    def seq2img(tokens, h, w):
+        side = math.isqrt(tokens.shape[1])
+        return rearrange(tokens, "b (h w) c -> b c h w", h=side, w=side)
+
+    return {"seq2img": seq2img}
+
+
+@wrong(subtle=True)
+def conv_always_with_bias():
+    """A ``Conv2d`` with its default ``bias=True`` whatever the Linear has: ``bias=False`` keeps a random bias."""
+
+    def linear_as_conv1x1(linear):
+        conv = nn.Conv2d(linear.in_features, linear.out_features, 1, dtype=linear.weight.dtype)
+        with torch.no_grad():
+            conv.weight.copy_(rearrange(linear.weight, "o i -> o i 1 1"))
+            if linear.bias is not None:
+                conv.bias.copy_(linear.bias)
+        return conv
+
+    return {"linear_as_conv1x1": linear_as_conv1x1}
+
+
+@wrong(subtle=False)
+def conv_default_dtype():
+    """The conv made in the default dtype (float32), whatever the Linear's: a float64 Linear gives a float32 conv."""
+
+    def linear_as_conv1x1(linear):
+        conv = nn.Conv2d(linear.in_features, linear.out_features, 1, bias=linear.bias is not None)
+        with torch.no_grad():
+            conv.weight.copy_(rearrange(linear.weight, "o i -> o i 1 1"))
+            if linear.bias is not None:
+                conv.bias.copy_(linear.bias)
+        return conv
+
+    return {"linear_as_conv1x1": linear_as_conv1x1}
+
+
+@wrong(subtle=False)
+def locality_square_grid():
+    """``locality_on_tokens`` lays the patches on a ``sqrt(N) x sqrt(N)`` grid, ignoring ``h`` and ``w``."""
+
+    def locality_on_tokens(tokens, ffn, h, w):
+        cls, patches = lattice.split_cls(tokens)
+        side = math.isqrt(patches.shape[1])
+        return lattice.join_cls(cls, lattice.img2seq(ffn(lattice.seq2img(patches, side, side))))
+
+    return {"locality_on_tokens": locality_on_tokens}
