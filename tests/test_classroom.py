@@ -343,6 +343,22 @@ def test_one_mistake_costs_its_own_points(tmp_path, topic, stubs, later):
     assert any(c.failure for c in report.cells), "the stubs themselves must still lose their points"
 
 
+def test_an_einops_error_names_the_pattern_the_shape_and_the_function(tmp_path):
+    """A notebook whose seq2img splits the tokens as h x h: the report shows einops' pattern, the shape it was
+    given, the reason and the learner's function; the mistake costs seq2img's cells only."""
+    nb = _notebook("solutions", "01_lattice")
+    answer = next(c for c in nb.cells if _meta(c).get("grade_id") == "seq2img")
+    answer.source = answer.source.replace("h=h, w=w)", "h=h, w=h)")
+    nbformat.write(nb, tmp_path / "01_lattice.ipynb")
+    report = check.run_check("01_lattice", tmp_path / "01_lattice.ipynb")
+    failed = {c.grade_id: c.failure for c in report.cells if c.failure}
+    assert set(failed) == {"test_seq2img_shape", "test_seq2img_values"} and report.points == 20, str(report)
+    assert failed["test_seq2img_shape"] == (
+        'EinopsError: the pattern "b (h w) c -> b c h w" does not fit an input of shape (1, 6, 2) with h=2, w=2: '
+        "Shape mismatch, 6 != 4 (raised in seq2img)"
+    ), str(report)
+
+
 def test_check_runs_a_notebook_and_the_command_line(tmp_path, capsys):
     notebook = tmp_path / "01_lattice.ipynb"
     shutil.copy(ROOT / "exercises" / "01_lattice" / "01_lattice.ipynb", notebook)
