@@ -17,8 +17,8 @@ KERNELS = st.sampled_from([3, 5])
 MAPS = st.integers(3, 7)
 
 
-def _attn_conv(heads, head_dim, k, seed, dtype=torch.float64):
-    return double(attnconv.AttnConv(4, heads, head_dim, k), seed).to(dtype).eval()
+def _attn_conv(heads, head_dim, k, seed, dtype=torch.float64, qkv_bias=True):
+    return double(attnconv.AttnConv(4, heads, head_dim, k, qkv_bias=qkv_bias), seed).to(dtype).eval()
 
 
 def _case(b, h, w, dtype, layout="contiguous"):
@@ -57,19 +57,24 @@ def check_attn_conv(attn_conv):
     Checked with the reference context_weights in place: a mistake there costs its own points.
     """
 
-    def prop(heads, head_dim, k, h, w, b, dtype, layout, seed):
-        module = _attn_conv(heads, head_dim, k, seed, dtype)
+    def prop(heads, head_dim, k, qkv_bias, h, w, b, dtype, layout, seed):
+        module = _attn_conv(heads, head_dim, k, seed, dtype, qkv_bias)
         x = randn(b, 4, h, w, seed=seed, dtype=dtype, layout=layout)
         parts = (module.qkv, module.dwconv, module.context[0], module.context[2], head_dim)
         with torch.no_grad(), reference_parts(attn_conv, context_weights=_context_weights):
             got = call(attn_conv, "attn_conv", x, *parts)
-            case = f"{heads} head(s) of width {head_dim}, kernel {k}, on {_case(b, h, w, dtype, layout)}"
-            expect_close(got, module(x), f"attn_conv with {case}")
+            case = f"{heads} head(s) of width {head_dim}, kernel {k}, qkv_bias={qkv_bias}"
+            expect_close(got, module(x), f"attn_conv with {case}, on {_case(b, h, w, dtype, layout)}")
 
-    examples = (dict(heads=2, head_dim=2, k=3, h=3, w=5, b=1, dtype=torch.float32, layout="column-major", seed=0),)
+    examples = (
+        dict(
+            heads=2, head_dim=2, k=3, qkv_bias=True, h=3, w=5, b=1, dtype=torch.float32, layout="column-major", seed=0
+        ),
+        dict(heads=1, head_dim=2, k=3, qkv_bias=False, h=4, w=3, b=2, dtype=torch.float64, layout="contiguous", seed=1),
+    )
     for_all(
-        prop, examples, heads=HEADS, head_dim=HEAD_DIMS, k=KERNELS, h=MAPS, w=MAPS, b=st.integers(1, 2),
-        dtype=DTYPES, layout=LAYOUTS, seed=SEEDS,
+        prop, examples, heads=HEADS, head_dim=HEAD_DIMS, k=KERNELS, qkv_bias=st.booleans(), h=MAPS, w=MAPS,
+        b=st.integers(1, 2), dtype=DTYPES, layout=LAYOUTS, seed=SEEDS,
     )  # fmt: skip
 
 
@@ -77,21 +82,24 @@ def check_pooled_global_attention(pooled_global_attention):
     """Queries from every pixel, keys and values from the average-pooled map, softmax with scale ``d^-0.5``; maps
     square or not, batch 1, float32 and float64, any memory layout."""
 
-    def prop(heads, head_dim, window, cells, b, dtype, layout, seed):
-        module = double(attnconv.PooledGlobalAttention(4, heads, head_dim, window), seed).to(dtype).eval()
+    def prop(heads, head_dim, window, qkv_bias, cells, b, dtype, layout, seed):
+        module = attnconv.PooledGlobalAttention(4, heads, head_dim, window, qkv_bias=qkv_bias)
+        module = double(module, seed).to(dtype).eval()
         h, w = window * cells[0], window * cells[1]
         x = randn(b, 4, h, w, seed=seed, dtype=dtype, layout=layout)
         with torch.no_grad():
             got = call(pooled_global_attention, "pooled_global_attention", x, module.q, module.kv, heads, window)
-            case = f"window {window} and {heads} head(s) on {_case(b, h, w, dtype, layout)}"
+            case = f"window {window}, {heads} head(s), qkv_bias={qkv_bias}, on {_case(b, h, w, dtype, layout)}"
             expect_close(got, module(x), f"pooled_global_attention with {case}")
 
     cells = st.tuples(st.integers(1, 3), st.integers(1, 3))
-    examples = (dict(heads=2, head_dim=2, window=2, cells=(1, 3), b=1, dtype=torch.float32, layout="column-major",
-                     seed=0),)  # fmt: skip
+    examples = (
+        dict(heads=2, head_dim=2, window=2, qkv_bias=False, cells=(1, 3), b=1, dtype=torch.float32,
+             layout="column-major", seed=0),
+    )  # fmt: skip
     for_all(
-        prop, examples, heads=HEADS, head_dim=HEAD_DIMS, window=st.sampled_from([1, 2, 4]), cells=cells,
-        b=st.integers(1, 2), dtype=DTYPES, layout=LAYOUTS, seed=SEEDS,
+        prop, examples, heads=HEADS, head_dim=HEAD_DIMS, window=st.sampled_from([1, 2, 4]), qkv_bias=st.booleans(),
+        cells=cells, b=st.integers(1, 2), dtype=DTYPES, layout=LAYOUTS, seed=SEEDS,
     )  # fmt: skip
 
 

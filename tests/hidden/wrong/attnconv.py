@@ -209,3 +209,21 @@ def global_square_map():
         return rearrange(out, "b c h w -> b c (h w)").unflatten(-1, (side, -1))
 
     return {"pooled_global_attention": pooled_global_attention}
+
+
+@wrong(subtle=True)
+def global_projections_by_hand():
+    """The 1x1 projections written out as ``conv2d(x, W) + b``: right with biases, an error for a layer made with
+    qkv_bias=False (its projections have no bias)."""
+
+    def pooled_global_attention(x, q_proj, kv_proj, num_heads, window):
+        class ByHand:
+            def __init__(self, conv):
+                self.conv = conv
+
+            def __call__(self, t):
+                return F.conv2d(t, self.conv.weight) + self.conv.bias[:, None, None]
+
+        return _global(x, ByHand(q_proj), ByHand(kv_proj), num_heads, window)
+
+    return {"pooled_global_attention": pooled_global_attention}
