@@ -223,7 +223,8 @@ class FileBatches(Batches):
             shuffle = DistributedSampler(
                 dataset, num_replicas=world, rank=self.rank, shuffle=True, seed=self.seed, drop_last=True
             )
-            self.sampler = _SeededCrops(shuffle, self.seed)
+            # a seed per image only where there is a random crop to draw: EvalTransform draws nothing
+            self.sampler = _SeededCrops(shuffle, self.seed) if isinstance(transform, TrainTransform) else shuffle
         else:
             dataset, self.sampler = Subset(dataset, range(self.rank, len(dataset), world)), None
         self.loader = DataLoader(
