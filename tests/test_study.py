@@ -150,8 +150,9 @@ def test_load_model_rebuilds_a_run_trained_or_as_it_started(tmp_path: Path) -> N
 
 
 def test_throughput_of_every_arm_side_by_side(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    rows = vitlocal.study.measure_arms("cvt-pos", steps=1, device="cpu")
+    rows = vitlocal.study.measure_arms("cvt-pos", steps=1, rounds=3, device="cpu")
     assert [r["arm"] for r in rows] == [arm.label for arm in STUDIES["cvt-pos"].arms]
+    assert all(len(r["rounds"]) == 3 and r["img_per_s"] == sorted(r["rounds"])[1] for r in rows)  # the median
     assert all(r["img_per_s"] > 0 and r["minutes_per_epoch_imagenette"] > 0 for r in rows)
     assert cli.main(["study", "nope", "--throughput", str(tmp_path / "t.jsonl")]) == 2
     assert "studies: families" in capsys.readouterr().err

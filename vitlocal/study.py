@@ -306,23 +306,32 @@ def study_table(rows: list[dict[str, Any]], throughput: list[dict[str, Any]] | N
     return "\n".join(lines)
 
 
-def measure_arms(name: str, steps: int = 20, device: str | None = None) -> list[dict[str, Any]]:
+def measure_arms(name: str, steps: int = 20, rounds: int = 3, device: str | None = None) -> list[dict[str, Any]]:
     """Training-step img/s of every arm of study ``name`` at its size and batch, measured side by side in one
     process on random data (forward, backward, AdamW): the fair cost axis, since the study's own runs may have
-    shared the machine with other work. Also the minutes one epoch of Imagenette (9,469 training images) takes
-    at that rate, evaluation excluded."""
+    shared the machine with other work. The arms take turns, ``rounds`` times ``steps`` steps each, and each
+    keeps its median round, so a slow spell of the machine hits every arm alike instead of one. Also the
+    minutes one epoch of Imagenette (9,469 training images) takes at that rate, evaluation excluded."""
     study = STUDIES[name]
-    rows = []
+    nets = {}
     for arm in study.arms:
         torch.manual_seed(0)
-        net = create_model(arm.model, num_classes=10, img_size=study.img_size, **arm.model_args)
-        r = measure_training(net, study.img_size, study.batch_size, steps=steps, device=device)
+        nets[arm.label] = create_model(arm.model, num_classes=10, img_size=study.img_size, **arm.model_args)
+    speeds: dict[str, list[float]] = {label: [] for label in nets}
+    for _ in range(rounds):
+        for label, net in nets.items():
+            r = measure_training(net, study.img_size, study.batch_size, steps=steps, device=device)
+            speeds[label].append(r["img_per_s"])
+    rows = []
+    for label, measured in speeds.items():
+        img_per_s = statistics.median(measured)
         rows.append(
             {
                 "study": name,
-                "arm": arm.label,
-                "img_per_s": round(r["img_per_s"], 1),
-                "minutes_per_epoch_imagenette": round(9469 / r["img_per_s"] / 60, 3),
+                "arm": label,
+                "img_per_s": round(img_per_s, 1),
+                "rounds": [round(v, 1) for v in measured],
+                "minutes_per_epoch_imagenette": round(9469 / img_per_s / 60, 3),
                 "threads": torch.get_num_threads(),
                 "machine": _machine(),
                 "torch": torch.__version__.split("+")[0],
