@@ -292,6 +292,20 @@ def test_check_grades_a_module(tmp_path):
     assert not [line for line in hidden if line and line in str(report)], "the report shows hidden code"
 
 
+def test_a_design_check_names_the_value_it_got_and_the_one_it_expected():
+    from tests.hidden import capstone, lattice
+
+    config = {"dim": 64, "depth": 4}
+    report = {"config": {"dim": 96, "depth": 4}, "fingerprint": [2.3, 2.1], "rows": []}
+    with pytest.raises(AssertionError, match=r"dim: 96 in the report, 64 now"):
+        capstone.check_report(report, config, lambda c: [2.3, 2.1])
+    with pytest.raises(AssertionError, match=r"loss 1 is 2\.2 now, 2\.1 in the report \(max difference 0\.1\)"):
+        capstone.check_report(dict(report, config=config), config, lambda c: [2.3, 2.2])
+    capstone.check_report(dict(report, config=config), config, lambda c: [2.3, 2.1])  # reproduced: no error
+    with pytest.raises(AssertionError, match=r"choose_kernel\(\): KERNEL = 5, expected 3"):
+        lattice.check_kernel_choice(lambda: (5, None, 33))
+
+
 _STUB = 'raise NotImplementedError("replace this line with your answer")'
 # (assignment, earlier answers left as stubs, the graded cells of a later answer that builds on them)
 _CHAINS = [

@@ -61,7 +61,6 @@ class Study:
 # The CPU presets (``*_nano``) are NOT from the papers: each family's smallest shape that trains on two CPU cores
 # at 32 px (an 8x8 token grid for the plain ViTs). Their MACs differ (4 to 23 M), so the tables report
 # accuracy against MACs and minutes, never accuracy alone.
-_LOCALVIT = {"locality_layers": "all"}
 STUDIES: dict[str, Study] = {
     study.name: study
     for study in (

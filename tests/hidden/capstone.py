@@ -183,13 +183,26 @@ def check_train_test(test_train):
 
 def check_report(report, config, fingerprint):
     """The record was made by the submitted code: its config is my_config(), its fingerprint is reproduced now."""
-    if report.get("config") != config:
-        raise AssertionError("the report was made with another design than my_config() returns; run the study again")
-    got, want = fingerprint(config), report.get("fingerprint", [])
-    if len(got) != len(want) or not torch.allclose(torch.tensor(got), torch.tensor(want), rtol=1e-4, atol=1e-6):
+    recorded = report.get("config")
+    if recorded != config:
+        keys = sorted(set(recorded or {}) | set(config))
+        diff = [f"{k}: {(recorded or {}).get(k)!r} in the report, {config.get(k)!r} now" for k in keys
+                if (recorded or {}).get(k) != config.get(k)]  # fmt: skip
         raise AssertionError(
-            "your submitted code does not reproduce the record's fingerprint (its first losses on a fixed batch): "
-            "my_report() must return the line your study printed, with the code you hand in"
+            "my_report() was made with another design than my_config() returns (" + "; ".join(diff) + "): "
+            "run the study again with the code you hand in"
+        )
+    got, want = fingerprint(config), report.get("fingerprint", [])
+    if len(got) != len(want):
+        raise AssertionError(f"fingerprint(my_config()) has {len(got)} losses, the report's has {len(want)}")
+    got, want = torch.tensor(got, dtype=torch.float64), torch.tensor(want, dtype=torch.float64)
+    if not torch.allclose(got, want, rtol=1e-4, atol=1e-6):
+        i = int(((got - want).abs() > 1e-6 + 1e-4 * want.abs()).nonzero()[0])
+        raise AssertionError(
+            f"your submitted code does not reproduce the record's fingerprint (its first losses on a fixed batch): "
+            f"loss {i} is {got[i].item():.6g} now, {want[i].item():.6g} in the report (max difference "
+            f"{(got - want).abs().max().item():.3g}); my_report() must return the line your study printed, with "
+            "the code you hand in"
         )
     for row in report["rows"]:
         if not 0 <= row["val_acc"] <= 1:

@@ -191,6 +191,12 @@ def check_kernel_choice(choose_kernel):
     with reference_parts(choose_kernel, lff_macs=_lff_macs, receptive_field=_receptive_field):
         kernel, _, reach = call(choose_kernel, "choose_kernel")
     if kernel != 3:
-        raise AssertionError(f"KERNEL = {kernel} is not the largest odd kernel whose share k^2 / 2C stays within 5 %")
+        raise AssertionError(
+            f"choose_kernel(): KERNEL = {kernel}, expected 3, the largest odd kernel whose share k^2 / 2C stays "
+            "within 5 % at C = 192"
+        )
     if reach != 25:
-        raise AssertionError(f"REACH = {reach}: after 12 blocks of 3x3 convs one token reaches 1 + 12 * 2 tokens")
+        raise AssertionError(
+            f"choose_kernel(): REACH = {reach}, expected 25: after 12 blocks of 3x3 convs one token reaches "
+            "1 + 12 * 2 tokens"
+        )
