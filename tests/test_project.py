@@ -40,7 +40,14 @@ def test_environment_yml_names_the_same_dependencies_as_pyproject():
 
 def test_core_dependencies_are_only_what_the_library_imports():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert sorted(_requirement(d)[0] for d in project["dependencies"]) == ["einops", "numpy", "pillow", "torch", "tqdm"]
+    assert sorted(_requirement(d)[0] for d in project["dependencies"]) == [
+        "einops",
+        "numpy",
+        "pillow",
+        "safetensors",
+        "torch",
+        "tqdm",
+    ]
 
 
 def test_library_never_imports_torchvision():

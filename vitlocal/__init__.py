@@ -6,12 +6,14 @@ cross-attention), `convproj` (CvT's convolutional projection) and `attnconv` (Cl
 built on `attention` (multi-head attention on SDPA) and `layers` (small shared layers).
 
 Models: ``create_model(name, **overrides)``, ``list_models()``; released checkpoints (the authors' or timm's):
-``load_official(model, checkpoint)`` and ``export_official(model)``.
+``load_official(model, checkpoint)`` and ``export_official(model)``; the CPU presets trained on 32 px
+Imagenette that ship with the package: ``load_trained(name)``, ``list_trained()``.
 """
 
 __version__ = "0.1.0"
 
 from vitlocal.models import create_model, list_models
 from vitlocal.models.official import export_official, load_official
+from vitlocal.pretrained import list_trained, load_trained
 
-__all__ = ["create_model", "list_models", "load_official", "export_official"]
+__all__ = ["create_model", "list_models", "load_official", "export_official", "load_trained", "list_trained"]
