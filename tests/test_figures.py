@@ -7,7 +7,18 @@ import sys
 import pytest
 import torch
 
-from vitlocal.figures import DIAGRAMS, PHOTOS, diagram, draw_lattice, photo, play
+from vitlocal import load_trained
+from vitlocal.figures import (
+    DIAGRAMS,
+    PHOTOS,
+    attnconv_weights,
+    cls_cross_attention,
+    diagram,
+    draw_lattice,
+    photo,
+    pixel_erf,
+    play,
+)
 
 plt = pytest.importorskip("matplotlib.pyplot", reason="the figures need the lab extra")
 pytest.importorskip("skimage", reason="the photographs need the lab extra")
@@ -111,3 +122,22 @@ def test_play_with_ipywidgets_starts_at_the_defaults_and_redraws_when_a_control_
     slider.value = 7
     dropdown.value = "blue"
     assert calls == [(3, "red"), (7, "red"), (7, "blue")]
+
+
+# ---------------------------------------------------------------------------------------- inside a model
+def test_pixel_erf_of_a_trained_vit_is_a_map_over_the_pixels():
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    erf = pixel_erf(load_trained("deit_nano"), x)
+    assert erf.shape == (32, 32) and (erf >= 0).all() and erf.sum() > 0
+
+
+def test_cls_cross_attention_is_a_distribution_over_the_small_branch_grid():
+    model = load_trained("crossvit_nano")
+    maps = cls_cross_attention(model, torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)))
+    grid = model.patch_embed[0].grid
+    assert maps.shape == (2, grid, grid) and (maps >= 0).all() and (maps.sum((1, 2)) <= 1 + 1e-6).all()
+
+
+def test_attnconv_weights_lie_in_minus_one_to_one():
+    a = attnconv_weights(load_trained("cloformer_nano"), torch.randn(1, 3, 32, 32))
+    assert a.dim() == 4 and a.shape[0] == 1 and a.abs().max() <= 1

@@ -8,6 +8,9 @@ interactive figures that fall back to a static one.
 * `diagram` draws the block diagram of one paper from the data in `DIAGRAMS` (boxes, arrows, frames), so the
   figures are code in this repository, redrawn on every run.
 * `play` turns a drawing function into an ``ipywidgets`` cell, or draws it once where widgets cannot run.
+* `pixel_erf`, `cls_cross_attention` and `attnconv_weights` compute what the lectures draw inside a model,
+  at initialisation or trained (`vitlocal.load_trained`): the effective receptive field of a ViT's centre patch,
+  CrossViT's class-token cross-attention, CloFormer's context-aware AttnConv weights.
 
 matplotlib, scikit-image and ipywidgets belong to the ``lab`` extra, not the core: each is imported inside the
 function that needs it.
@@ -24,10 +27,25 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from einops import rearrange
+from torch import nn
 
 from vitlocal._checks import check_positive
 
-__all__ = ["PHOTOS", "photo", "draw_lattice", "Box", "Edge", "Frame", "Diagram", "DIAGRAMS", "diagram", "play"]
+__all__ = [
+    "PHOTOS",
+    "photo",
+    "draw_lattice",
+    "Box",
+    "Edge",
+    "Frame",
+    "Diagram",
+    "DIAGRAMS",
+    "diagram",
+    "pixel_erf",
+    "cls_cross_attention",
+    "attnconv_weights",
+    "play",
+]
 
 # Photographs bundled with scikit-image (public domain, see skimage.data); the square crop keeps the subject.
 PHOTOS = ("astronaut", "chelsea", "coffee")
@@ -372,6 +390,55 @@ def diagram(paper: str) -> Any:
     ax.axis("off")
     ax.set_title(spec.title, fontsize=9)
     return fig
+
+
+# ---------------------------------------------------------------------------------------- inside a model
+def pixel_erf(model: nn.Module, x: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """Effective receptive field of a plain ViT's centre patch token: mean |d (u . y_centre) / d x| per pixel.
+
+    ``x`` ``(B, 3, H, W)``; returns ``(H, W)``, the mean over the ``B`` images and the 3 channels. ``y_centre``
+    ``(B, C)`` is the centre patch token's output before the head, ``u`` a random direction per image drawn
+    from ``seed`` (a fixed direction such as ``sum_c y_c`` can vanish after a LayerNorm).
+    """
+    grid = model.patch_embed.grid
+    centre = (grid // 2) * grid + grid // 2
+    x = x.clone().requires_grad_(True)
+    y = model.forward_features(x)[:, 1 + centre]  # (B, C); +1 skips the class token
+    u = torch.randn(y.shape, generator=torch.Generator().manual_seed(seed))
+    (y * u).sum().backward()
+    return x.grad.abs().sum(1).mean(0)
+
+
+def cls_cross_attention(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """CrossViT: the large branch's class-token attention over the small branch's patches in the last
+    multi-scale block, mean over heads: ``x`` ``(B, 3, H, W)`` -> ``(B, h_S, w_S)``, each map summing to at most 1
+    (the rest is the weight on the class token itself)."""
+    seen = {}
+    fusion = model.blocks[-1].fusion
+    hook = fusion.register_forward_pre_hook(lambda module, args: seen.update(xs=args[0]))
+    try:
+        with torch.no_grad():
+            model(x)
+            weights = fusion.attention_weights(seen["xs"])[1]  # branch 1 (L): (B, heads, 1, 1 + N_S)
+    finally:
+        hook.remove()
+    grid = model.patch_embed[0].grid
+    return rearrange(weights[:, :, 0, 1:].mean(1), "b (h w) -> b h w", h=grid)
+
+
+def attnconv_weights(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """CloFormer: the context-aware weights A of the first block's first AttnConv group, in [-1, 1]:
+    ``x`` ``(B, 3, H, W)`` -> ``(B, m d, h, w)`` on the first stage's map."""
+    seen = {}
+    attn = model.layers[0].blocks[0].attn
+    hook = attn.register_forward_pre_hook(lambda module, args: seen.update(x=args[0]))
+    try:
+        with torch.no_grad():
+            model(x)
+            a = attn.local[0].context_weights(seen["x"])
+    finally:
+        hook.remove()
+    return a
 
 
 # ---------------------------------------------------------------------------------------------- interaction
