@@ -81,3 +81,14 @@ def test_missing_file_is_a_clear_error(weights_copy):
 def test_unknown_name_lists_the_shipped_ones():
     with pytest.raises(ValueError, match=r"name='deit_tiny' has no shipped weights; choose one of"):
         load_trained("deit_tiny")
+
+
+def test_initial_is_the_seeded_start_and_leaves_the_random_state_alone():
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    first, again = load_trained("deit_nano", initial=True), load_trained("deit_nano", initial=True)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    trained = load_trained("deit_nano").state_dict()
+    for key, value in first.state_dict().items():
+        assert torch.equal(value, again.state_dict()[key]), key
+    assert not torch.equal(first.state_dict()["head.weight"], trained["head.weight"])

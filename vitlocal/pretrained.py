@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -49,11 +50,16 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _model_with(entry: dict[str, Any], path: Path) -> nn.Module:
-    """The model ``entry`` describes, given the float tensors of the safetensors file ``path`` (strictly)."""
-    model = create_model(
+def _model(entry: dict[str, Any]) -> nn.Module:
+    """The architecture ``entry`` describes, with fresh weights."""
+    return create_model(
         entry["model"], num_classes=len(entry["classes"]), img_size=entry["img_size"], **entry["model_args"]
     )
+
+
+def _model_with(entry: dict[str, Any], path: Path) -> nn.Module:
+    """The model ``entry`` describes, given the float tensors of the safetensors file ``path`` (strictly)."""
+    model = _model(entry)
     state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(path).items()}
     try:
         model.load_state_dict(state, strict=True)
@@ -65,17 +71,23 @@ def _model_with(entry: dict[str, Any], path: Path) -> nn.Module:
     return model.eval()
 
 
-def load_trained(name: str) -> nn.Module:
+def load_trained(name: str, initial: bool = False) -> nn.Module:
     """The shipped trained ``name`` (e.g. ``"localvit_nano"``), in eval mode on the CPU, float32.
 
     Its file's sha256 is checked against the manifest first: a missing or damaged file is a clear error.
     The model takes ``(B, 3, 32, 32)`` images normalised with ImageNet's mean and std
     (`vitlocal.data.augment.normalize`) and returns ``(B, 10)`` logits over the manifest's ``classes``.
+    ``initial=True``: the same model with the weights its training started from (its seed's initialisation,
+    drawn as `vitlocal.train.train` draws it, without disturbing the caller's random state); no file is read.
     """
     manifest = _manifest()
     if name not in manifest:
         raise ValueError(f"name={name!r} has no shipped weights; choose one of {sorted(manifest)}")
     entry = manifest[name]
+    if initial:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(entry["seed"])  # as `train` seeds before it builds the model
+            return _model(entry).eval()
     path = WEIGHTS / entry["file"]
     fix = "reinstall vitlocal (pip install --force-reinstall vitlocal, or git checkout the file in a clone)"
     if not path.is_file():
