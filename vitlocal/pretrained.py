@@ -110,6 +110,8 @@ class Source:
 
 # The families study's seed-0 folders; DeiT's, LocalViT's and CrossViT's weights were trained by the localvit and
 # crossvit-fusion studies (config.json's ``out`` says where), in exactly the configuration of these arms.
+# CloFormer's seed-0 run was trained again for its weights (`vitlocal study families --seeds 0 --results
+# runs/families-weights.jsonl`); it ended at the committed families row's 66.29% to the hundredth.
 SOURCES = {
     "deit_nano": Source("deit-s0", "results/cpu/localvit.jsonl", "localvit", "DeiT (token-wise MLP)"),
     "localvit_nano": Source("localvit-s0", "results/cpu/localvit.jsonl", "localvit", "DW conv, h-swish + SE"),
