@@ -41,3 +41,14 @@ def test_tiny_dry_run_writes_every_section(tmp_path: Path, monkeypatch: pytest.M
 def test_unknown_section_is_named(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="sections: throughput"):
         gpu_report(tmp_path / "r.json", "synthetic", device="cpu", tiny=True, sections=["nope"])
+
+
+def test_the_readme_gpu_results_are_the_report_summary() -> None:
+    """README's GPU results are pasted from the committed report's summary (what `gpu_report` prints last), never
+    typed; until a report is committed the README says there is none."""
+    root = Path(__file__).resolve().parents[1]
+    readme, report = (root / "README.md").read_text(), root / "results" / "gpu" / "h200.json"
+    if report.exists():
+        assert summary(json.loads(report.read_text())) in readme, "paste the summary `gpu_report` printed"
+    else:
+        assert "**On GPU: none yet.**" in readme
