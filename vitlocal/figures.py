@@ -409,19 +409,25 @@ def pixel_erf(model: nn.Module, x: torch.Tensor, seed: int = 0) -> torch.Tensor:
     return x.grad.abs().sum(1).mean(0)
 
 
+def _input_of(module: nn.Module, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The first input ``module`` receives when ``model`` runs on ``x`` (no gradients)."""
+    seen = {}
+    hook = module.register_forward_pre_hook(lambda _, args: seen.update(input=args[0]))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        hook.remove()
+    return seen["input"]
+
+
 def cls_cross_attention(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """CrossViT: the large branch's class-token attention over the small branch's patches in the last
     multi-scale block, mean over heads: ``x`` ``(B, 3, H, W)`` -> ``(B, h_S, w_S)``, each map summing to at most 1
     (the rest is the weight on the class token itself)."""
-    seen = {}
     fusion = model.blocks[-1].fusion
-    hook = fusion.register_forward_pre_hook(lambda module, args: seen.update(xs=args[0]))
-    try:
-        with torch.no_grad():
-            model(x)
-            weights = fusion.attention_weights(seen["xs"])[1]  # branch 1 (L): (B, heads, 1, 1 + N_S)
-    finally:
-        hook.remove()
+    with torch.no_grad():
+        weights = fusion.attention_weights(_input_of(fusion, model, x))[1]  # branch 1 (L): (B, heads, 1, 1 + N_S)
     grid = model.patch_embed[0].grid
     return rearrange(weights[:, :, 0, 1:].mean(1), "b (h w) -> b h w", h=grid)
 
@@ -429,16 +435,9 @@ def cls_cross_attention(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def attnconv_weights(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """CloFormer: the context-aware weights A of the first block's first AttnConv group, in [-1, 1]:
     ``x`` ``(B, 3, H, W)`` -> ``(B, m d, h, w)`` on the first stage's map."""
-    seen = {}
     attn = model.layers[0].blocks[0].attn
-    hook = attn.register_forward_pre_hook(lambda module, args: seen.update(x=args[0]))
-    try:
-        with torch.no_grad():
-            model(x)
-            a = attn.local[0].context_weights(seen["x"])
-    finally:
-        hook.remove()
-    return a
+    with torch.no_grad():
+        return attn.local[0].context_weights(_input_of(attn, model, x))
 
 
 # ---------------------------------------------------------------------------------------------- interaction

@@ -25,11 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-
-from vitlocal.models import create_model
 
 __all__ = ["WEIGHTS", "MAX_FILE_BYTES", "list_trained", "load_trained", "export_trained"]
 
@@ -51,10 +48,10 @@ def _sha256(path: Path) -> str:
 
 
 def _model(entry: dict[str, Any]) -> nn.Module:
-    """The architecture ``entry`` describes, with fresh weights."""
-    return create_model(
-        entry["model"], num_classes=len(entry["classes"]), img_size=entry["img_size"], **entry["model_args"]
-    )
+    """The model ``entry`` describes, with the initial weights its training started from."""
+    from vitlocal.train import initial_model  # here: `import vitlocal` need not load the training engine
+
+    return initial_model(entry["model"], len(entry["classes"]), entry["img_size"], entry["model_args"], entry["seed"])
 
 
 def _model_with(entry: dict[str, Any], path: Path) -> nn.Module:
@@ -85,9 +82,7 @@ def load_trained(name: str, initial: bool = False) -> nn.Module:
         raise ValueError(f"name={name!r} has no shipped weights; choose one of {sorted(manifest)}")
     entry = manifest[name]
     if initial:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(entry["seed"])  # as `train` seeds before it builds the model
-            return _model(entry).eval()
+        return _model(entry).eval()
     path = WEIGHTS / entry["file"]
     fix = "reinstall vitlocal (pip install --force-reinstall vitlocal, or git checkout the file in a clone)"
     if not path.is_file():

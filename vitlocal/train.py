@@ -669,18 +669,21 @@ def load_model(run: str | Path, ema: bool = False, initial: bool = False) -> nn.
     return _model_from(state, path, ema, initial=initial)
 
 
+def initial_model(name: str, num_classes: int, img_size: int, model_args: dict[str, Any], seed: int) -> nn.Module:
+    """The model `train` builds for these settings, with the initial weights its ``seed`` draws; the caller's
+    random state is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # as `train` seeds before it builds the model
+        return create_model(name, num_classes=num_classes, img_size=img_size, **model_args)
+
+
 def _model_from(
     state: dict[str, Any], path: str | Path, ema: bool, initial: bool = False, img_size: int | None = None
 ) -> nn.Module:
     cfg = state["config"]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg["seed"])  # as `train` seeds before it builds the model
-        net = create_model(
-            cfg["model"],
-            num_classes=len(state["classes"]),
-            img_size=img_size or cfg["img_size"],
-            **cfg.get("model_args", {}),
-        )
+    net = initial_model(
+        cfg["model"], len(state["classes"]), img_size or cfg["img_size"], cfg.get("model_args", {}), cfg["seed"]
+    )
     if not initial:
         _load_weights(net, state["ema"]["module"] if ema else state["model"], path)
     return net.eval()
