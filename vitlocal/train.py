@@ -440,7 +440,12 @@ def train(cfg: TrainConfig) -> list[dict[str, Any]]:
     """
     procs = _start_processes(cfg.device)
     try:
-        return _train(cfg, procs)
+        metrics = _train(cfg, procs)
+        if procs.world > 1:
+            # No process tears the group down while another still works (rank 0 writes the last checkpoint
+            # after the last collective): a gloo peer whose connections close under it can abort the process.
+            dist.barrier()
+        return metrics
     finally:
         if procs.world > 1:
             dist.destroy_process_group()
