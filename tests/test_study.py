@@ -7,6 +7,7 @@ Runs are tiny: smoke mode shrinks each to 2 steps of 8 synthetic images (seconds
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import pytest
@@ -117,6 +118,11 @@ def test_command_line_lists_runs_and_prints_the_table(tmp_path: Path, capsys: py
     assert "| no position embedding | cvt_nano |" in out and "| position embedding | cvt_nano |" in out
     row = read_jsonl(tmp_path / "results.jsonl")[0]
     assert row["command"] == f"vitlocal study cvt-pos --data synthetic --out {tmp_path} --epochs 1 --seeds 3"
+    # the recorded command reruns exactly what ran: an arm label with spaces comes back as one argument
+    assert cli.main([*argv, "--seeds", "4", "--arms", "position embedding"]) == 0
+    row = read_jsonl(tmp_path / "results.jsonl")[-1]
+    assert (row["arm"], row["seed"]) == ("position embedding", 4)
+    assert shlex.split(row["command"])[-2:] == ["--arms", "position embedding"]
     assert cli.main(["study", "nope"]) == 2
 
 

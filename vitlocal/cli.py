@@ -6,6 +6,7 @@ import argparse
 import ast
 import math
 import platform
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -147,6 +148,8 @@ def _study(args: argparse.Namespace) -> int:
         given.append("--seeds " + " ".join(map(str, args.seeds)))
     if args.results:
         given.append(f"--results {args.results}")
+    if args.arms:
+        given.append("--arms " + shlex.join(args.arms))  # labels hold spaces: quoted, as typed
     command = " ".join(
         [f"vitlocal study {args.name} --data {describe_data(args.data)['data']} --out {args.out}", *given]
     )
