@@ -93,7 +93,6 @@ STUDIES: dict[str, Study] = {
                 Arm("mid layers only (+SE)", "localvit_nano", {"locality_layers": "mid"}),
                 Arm("high layers only (+SE)", "localvit_nano", {"locality_layers": "high"}),
             ),
-            seeds=(0,),
         ),
         Study(
             "crossvit-fusion",
