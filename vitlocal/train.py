@@ -487,14 +487,9 @@ def _train(cfg: TrainConfig, procs: _Processes) -> list[dict[str, Any]]:
     steps = len(data.train) // cfg.accum_steps
     if steps == 0:
         raise ValueError(f"--batch-size {cfg.batch_size} exceeds the {data.train.num_images} training images; lower it")
-    torch.manual_seed(cfg.seed)  # the same initial weights in every process
-    model = create_model(
-        cfg.model,
-        num_classes=data.num_classes,
-        img_size=cfg.img_size,
-        drop_path_rate=recipe.drop_path,
-        **cfg.model_args,
-    )
+    # the same initial weights in every process (drop path draws nothing at initialisation)
+    model_args = {**cfg.model_args, "drop_path_rate": recipe.drop_path}
+    model = initial_model(cfg.model, data.num_classes, cfg.img_size, model_args, cfg.seed)
     torch.manual_seed(cfg.seed + procs.rank)  # but different drop-path draws
     has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
     if procs.world > 1 and procs.device.type == "cuda" and has_bn:  # SyncBN only where BatchNorm exists
@@ -678,7 +673,7 @@ def initial_model(name: str, num_classes: int, img_size: int, model_args: dict[s
     """The model `train` builds for these settings, with the initial weights its ``seed`` draws; the caller's
     random state is left as it was."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)  # as `train` seeds before it builds the model
+        torch.manual_seed(seed)
         return create_model(name, num_classes=num_classes, img_size=img_size, **model_args)
 
 
